@@ -1,0 +1,15 @@
+-- Entry point run by the moat binary: set up module search, harden, hand over to the CLI.
+local info, args = ...
+
+local loader = assert(loadfile(info.lua_dir .. "/moat/loader.lua", "t"))()
+package.loaded["moat.loader"] = loader
+loader.setup({ builtin = info.lua_dir, site = info.site_dir })
+
+local sys = require("moat.c.system")
+local ok, err = sys.harden()
+if not ok then
+  io.stderr:write("moat: cannot harden the process: ", err, "\n")
+  return 70
+end
+
+return require("moat.cli").main(args, { version = info.version })

@@ -1,0 +1,105 @@
+-- Where `require` finds Lua modules: MOAT_LUA_PATH, user, site, trusted workspace, built-in.
+-- Files load as text only, never bytecode, and never from the current directory.
+local M = {}
+
+M.dirs = {}       -- ordered list of { dir = "...", kind = "env" | "user" | "site" | "workspace" | "builtin" }
+M.origin = {}     -- module name -> { file = path, kind = kind }
+
+local function _readable(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+-- Returns the user configuration directory (XDG_CONFIG_HOME or ~/.config) plus "/moat".
+function M.user_dir()
+  local xdg = os.getenv("XDG_CONFIG_HOME")
+  if xdg and xdg:sub(1, 1) == "/" then return xdg .. "/moat" end
+  return (os.getenv("HOME") or "") .. "/.config/moat"
+end
+
+-- Returns the site configuration directory (MOAT_SITE_DIR overrides the build-time default).
+function M.site_dir()
+  local env = os.getenv("MOAT_SITE_DIR")
+  if env and env ~= "" then return env end
+  return M._site_default or "/etc/moat"
+end
+
+-- Loads one Lua source file as text; refuses precompiled chunks. Returns chunk | nil, message.
+function M.loadfile(path, env)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local src = f:read("a")
+  f:close()
+  if src:sub(1, 1) == "\27" then
+    return nil, path .. ": precompiled Lua (bytecode) is refused; ship the source file"
+  end
+  return load(src, "@" .. path, "t", env)
+end
+
+-- Finds the file for module `name`: returns path, kind | nil, list of paths tried.
+function M.find(name)
+  local rel = name:gsub("%.", "/")
+  local tried = {}
+  for _, d in ipairs(M.dirs) do
+    for _, pat in ipairs({ "%s/%s.lua", "%s/%s/init.lua" }) do
+      local path = pat:format(d.dir, rel)
+      if _readable(path) then return path, d.kind end
+      tried[#tried + 1] = path
+    end
+  end
+  return nil, tried
+end
+
+local function _searcher(name)
+  local path, kind = M.find(name)
+  if not path then
+    return "\n\tno file '" .. table.concat(kind, "'\n\tno file '") .. "'"
+  end
+  if kind == "workspace" and M.workspace_check then
+    local ok, why = M.workspace_check(path)
+    if not ok then error(why, 0) end
+  end
+  local chunk, err = M.loadfile(path)
+  if not chunk then error(err, 0) end
+  M.origin[name] = { file = path, kind = kind }
+  return chunk, path
+end
+
+local function _insert(dir, kind)
+  if dir and dir ~= "" and dir:sub(1, 1) == "/" then
+    M.dirs[#M.dirs + 1] = { dir = dir, kind = kind }
+  end
+end
+
+-- Installs the search order. opts: builtin = dir, site = build-time site dir.
+function M.setup(opts)
+  M._site_default = opts.site
+  M.dirs = {}
+  for dir in (os.getenv("MOAT_LUA_PATH") or ""):gmatch("[^:]+") do _insert(dir, "env") end
+  _insert(M.user_dir() .. "/lua", "user")
+  _insert(M.site_dir() .. "/lua", "site")
+  _insert(opts.builtin, "builtin")
+  package.path = ""
+  -- C modules: only absolute system directories (lfs), never ./
+  local cpath = {}
+  for entry in package.cpath:gmatch("[^;]+") do
+    if entry:sub(1, 1) == "/" then cpath[#cpath + 1] = entry end
+  end
+  package.cpath = table.concat(cpath, ";")
+  package.searchers[2] = _searcher
+end
+
+-- Adds a trusted workspace directory just before the built-in modules; `check(path)` must
+-- approve every file loaded from it.
+function M.add_workspace(dir, check)
+  for i, d in ipairs(M.dirs) do
+    if d.kind == "builtin" then
+      table.insert(M.dirs, i, { dir = dir, kind = "workspace" })
+      break
+    end
+  end
+  M.workspace_check = check
+end
+
+return M

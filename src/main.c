@@ -1,0 +1,118 @@
+/* The moat host: a Lua 5.4 state with the C modules preloaded, running lua/moat/boot.lua. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "moat.h"
+#include "modlist.h"
+#undef MOAT_MOD
+
+#ifndef MOAT_LUA_DIR
+#define MOAT_LUA_DIR ""
+#endif
+
+static const luaL_Reg preloads[] = {
+#define MOAT_MOD(name) { "moat.c." #name, luaopen_moat_c_##name },
+#include "modlist.h"
+#undef MOAT_MOD
+    { NULL, NULL }
+};
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL)
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static int exists(const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/moat/boot.lua", dir);
+    return access(path, R_OK) == 0;
+}
+
+/* The built-in Lua lives beside the binary: <prefix>/share/moat/lua when installed,
+ * <repo>/lua when run from the build tree. */
+static const char *builtin_dir(char *buf, size_t len)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(buf, len, "%s/../share/moat/lua", exe);
+            if (exists(buf))
+                return buf;
+            snprintf(buf, len, "%s/../lua", exe);
+            if (exists(buf))
+                return buf;
+        }
+    }
+    if (MOAT_LUA_DIR[0] && exists(MOAT_LUA_DIR))
+        return MOAT_LUA_DIR;
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    char buf[PATH_MAX];
+    const char *dir = builtin_dir(buf, sizeof buf);
+    if (dir == NULL) {
+        fprintf(stderr, "moat: cannot find the built-in Lua modules (moat/boot.lua)\n");
+        return 70;
+    }
+    char real[PATH_MAX];
+    if (realpath(dir, real))
+        dir = real;
+
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        fprintf(stderr, "moat: out of memory\n");
+        return 70;
+    }
+    luaL_openlibs(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    for (const luaL_Reg *r = preloads; r->name; r++) {
+        lua_pushcfunction(L, r->func);
+        lua_setfield(L, -2, r->name);
+    }
+    lua_pop(L, 1);
+
+    lua_pushcfunction(L, traceback);
+    char boot[PATH_MAX];
+    snprintf(boot, sizeof boot, "%s/moat/boot.lua", dir);
+    if (luaL_loadfilex(L, boot, "t") != LUA_OK) {
+        fprintf(stderr, "moat: %s\n", lua_tostring(L, -1));
+        lua_close(L);
+        return 70;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, dir);
+    lua_setfield(L, -2, "lua_dir");
+    lua_pushstring(L, MOAT_SITE_DIR);
+    lua_setfield(L, -2, "site_dir");
+    lua_pushstring(L, MOAT_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_createtable(L, argc, 0);
+    for (int i = 1; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i);
+    }
+    int status = 70;
+    if (lua_pcall(L, 2, 1, 1) != LUA_OK) {
+        fprintf(stderr, "moat: internal error: %s\n", lua_tostring(L, -1));
+    } else if (lua_isinteger(L, -1)) {
+        status = (int)lua_tointeger(L, -1);
+    } else {
+        status = 0;
+    }
+    fflush(stdout);
+    lua_close(L);
+    return status;
+}
