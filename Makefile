@@ -7,7 +7,7 @@ BUILD    ?= build
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
 LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 OPT        ?= -O2 -g
-CFLAGS     += $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(LUA_CFLAGS) \
+override CFLAGS += $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(LUA_CFLAGS) \
               -DMOAT_SITE_DIR='"$(SITE_DIR)"' -DMOAT_VERSION='"$(VERSION)"'
 LDLIBS     := -lyaml -ljansson -lsodium
 VERSION    := 0.1.0
@@ -21,7 +21,7 @@ DEB_PKGS := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted lua-files
             bubblewrap busybox-static docker.io podman runc uidmap clang
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all test bench deps install clean asan check-deps
+.PHONY: all test bench deps install rock-install clean asan
 all: $(BUILD)/moat $(MOD_SOS)
 
 $(BUILD)/modlist.h: Makefile $(wildcard src/*.c) | $(BUILD)/obj
@@ -64,6 +64,13 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moat/lua
 	install -m 0755 $(BUILD)/moat $(DESTDIR)$(PREFIX)/bin/moat
 	cd lua && find moat -name '*.lua' -exec install -D -m 0644 {} $(DESTDIR)$(PREFIX)/share/moat/lua/{} \;
+
+# Used by `luarocks make rocks/moat-scm-1.rockspec`: Lua layer to LUADIR, C modules to LIBDIR.
+rock-install: all
+	cd lua && find moat -name '*.lua' -exec install -D -m 0644 {} $(LUADIR)/{} \;
+	install -d $(LIBDIR)/moat/c
+	install -m 0755 $(MOD_SOS) $(LIBDIR)/moat/c/
+	install -D -m 0755 $(BUILD)/moat $(BINDIR)/moat
 
 clean:
 	rm -rf build build-asan

@@ -36,7 +36,7 @@ static int exists(const char *dir)
 }
 
 /* The built-in Lua lives beside the binary: <prefix>/share/moat/lua when installed,
- * <repo>/lua when run from the build tree. */
+ * <repo>/lua when run from the build tree, <tree>/share/lua/5.4 from a luarocks tree. */
 static const char *builtin_dir(char *buf, size_t len)
 {
     char exe[PATH_MAX];
@@ -46,12 +46,12 @@ static const char *builtin_dir(char *buf, size_t len)
         char *slash = strrchr(exe, '/');
         if (slash) {
             *slash = '\0';
-            snprintf(buf, len, "%s/../share/moat/lua", exe);
-            if (exists(buf))
-                return buf;
-            snprintf(buf, len, "%s/../lua", exe);
-            if (exists(buf))
-                return buf;
+            static const char *const rel[] = { "../share/moat/lua", "../lua", "../share/lua/5.4" };
+            for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+                snprintf(buf, len, "%s/%s", exe, rel[i]);
+                if (exists(buf))
+                    return buf;
+            }
         }
     }
     if (MOAT_LUA_DIR[0] && exists(MOAT_LUA_DIR))
