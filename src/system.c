@@ -1,0 +1,615 @@
+/* moat.c.system: hashing, randomness, clocks, process hardening, the audit log's durable
+ * append, atomic file replacement and Ed25519 signatures. Mechanisms only. */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "moat.h"
+
+#define LOG_MT "moat.system.log"
+#define TAIL_CHUNK 4096
+#define RANDOM_MAX 1024
+
+extern char **environ;
+
+typedef struct {
+    int fd;
+} Log;
+
+static void push_hex(lua_State *L, const unsigned char *bin, size_t len)
+{
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, 2 * len + 1);
+    sodium_bin2hex(p, 2 * len + 1, bin, len);
+    luaL_pushresultsize(&b, 2 * len);
+}
+
+static int l_sha256(lua_State *L)
+{
+    size_t len;
+    const char *data = luaL_checklstring(L, 1, &len);
+    unsigned char digest[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(digest, (const unsigned char *)data, len);
+    push_hex(L, digest, sizeof digest);
+    return 1;
+}
+
+static int l_random_hex(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 0 && n <= RANDOM_MAX, 1, "byte count out of range (0..1024)");
+    unsigned char bytes[RANDOM_MAX];
+    randombytes_buf(bytes, (size_t)n);
+    push_hex(L, bytes, (size_t)n);
+    return 1;
+}
+
+static int l_now(lua_State *L)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    char buf[64];
+    snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             ts.tv_nsec / 1000000L);
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+static lua_Integer clock_ms(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000L;
+}
+
+static int l_epoch_ms(lua_State *L)
+{
+    lua_pushinteger(L, clock_ms(CLOCK_REALTIME));
+    return 1;
+}
+
+static int l_monotonic_ms(lua_State *L)
+{
+    lua_pushinteger(L, clock_ms(CLOCK_MONOTONIC));
+    return 1;
+}
+
+static int l_isatty(lua_State *L)
+{
+    lua_Integer fd = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, fd >= 0 && fd <= INT_MAX, 1, "not a file descriptor");
+    lua_pushboolean(L, isatty((int)fd));
+    return 1;
+}
+
+/* No core dumps and no ptrace-style reads of our memory by same-uid processes, and
+ * anything we create is private to us. */
+static int l_harden(lua_State *L)
+{
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        return moat_fail(L, "prctl(PR_SET_DUMPABLE)", errno);
+    struct rlimit none = { 0, 0 };
+    if (setrlimit(RLIMIT_CORE, &none) != 0)
+        return moat_fail(L, "setrlimit(RLIMIT_CORE)", errno);
+    umask(077);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_environ(lua_State *L)
+{
+    lua_newtable(L);
+    for (char **e = environ; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (eq == NULL)
+            continue;
+        lua_pushlstring(L, *e, (size_t)(eq - *e));
+        lua_pushstring(L, eq + 1);
+        lua_rawset(L, -3);
+    }
+    return 1;
+}
+
+static int l_getpid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
+static int l_getuid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getuid());
+    return 1;
+}
+
+static int l_realpath(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    char buf[PATH_MAX];
+    if (realpath(path, buf) == NULL)
+        return moat_fail(L, lua_pushfstring(L, "realpath %s", path), errno);
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+static int fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    int err = fsync(fd) == 0 ? 0 : errno;
+    close(fd);
+    return err;
+}
+
+static int l_fsync_dir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int err = fsync_dir(path);
+    if (err)
+        return moat_fail(L, lua_pushfstring(L, "fsync %s", path), err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Opens (creating 0600 if absent) for appending; returns the fd or -errno. The file is
+ * chmod-ed only when we created it, so an existing log's mode is left to its owner. */
+static int log_open(const char *path)
+{
+    for (int tries = 0; tries < 8; tries++) {
+        int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            if (fchmod(fd, 0600) != 0) {
+                int err = errno;
+                close(fd);
+                return -err;
+            }
+            return fd;
+        }
+        if (errno != EEXIST)
+            return -errno;
+        fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC);
+        if (fd >= 0)
+            return fd;
+        if (errno != ENOENT) /* ENOENT: removed between the two opens; try again */
+            return -errno;
+    }
+    return -ENOENT;
+}
+
+static int log_lock(int fd)
+{
+    while (flock(fd, LOCK_EX) != 0)
+        if (errno != EINTR)
+            return errno;
+    return 0;
+}
+
+/* Raises unless line is exactly one line ending in "\n". */
+static void check_line(lua_State *L, int arg, const char *line, size_t len)
+{
+    luaL_argcheck(L, len > 0 && line[len - 1] == '\n', arg, "line must end in \"\\n\"");
+    luaL_argcheck(L, memchr(line, '\n', len - 1) == NULL, arg,
+                  "line must not contain \"\\n\" before its end");
+}
+
+/* One write() of the whole line, then fsync. On a short write the file is cut back to its
+ * old size so no torn line stays behind. Returns 0 or an errno, with *what set. */
+static int log_append(int fd, const char *line, size_t len, const char **what)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        *what = "append: fstat";
+        return errno;
+    }
+    ssize_t n;
+    do
+        n = write(fd, line, len);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 || (size_t)n != len) {
+        int err = n < 0 ? errno : EIO;
+        *what = n < 0 ? "append: write" : "append: short write";
+        if (n > 0 && ftruncate(fd, st.st_size) != 0)
+            *what = "append: short write, and truncating it failed";
+        return err;
+    }
+    if (fsync(fd) != 0) {
+        *what = "append: fsync";
+        return errno;
+    }
+    return 0;
+}
+
+static Log *check_log(lua_State *L)
+{
+    Log *log = luaL_checkudata(L, 1, LOG_MT);
+    if (log->fd < 0)
+        luaL_error(L, "log is closed");
+    return log;
+}
+
+static int l_open_log(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    Log *log = lua_newuserdatauv(L, sizeof *log, 0);
+    log->fd = -1;
+    luaL_setmetatable(L, LOG_MT);
+    int fd = log_open(path);
+    if (fd < 0)
+        return moat_fail(L, lua_pushfstring(L, "open %s", path), -fd);
+    log->fd = fd;
+    return 1;
+}
+
+static int m_lock(lua_State *L)
+{
+    Log *log = check_log(L);
+    int err = log_lock(log->fd);
+    if (err)
+        return moat_fail(L, "lock", err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int m_unlock(lua_State *L)
+{
+    Log *log = check_log(L);
+    if (flock(log->fd, LOCK_UN) != 0)
+        return moat_fail(L, "unlock", errno);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int pread_all(int fd, char *buf, size_t len, off_t at)
+{
+    while (len > 0) {
+        ssize_t n = pread(fd, buf, len, at);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            return EIO; /* the file shrank under us */
+        buf += n;
+        len -= (size_t)n;
+        at += n;
+    }
+    return 0;
+}
+
+/* Offset of the last "\n" before offset `before`, or -1; reads backwards in chunks. */
+static int last_newline(int fd, off_t before, off_t *at)
+{
+    char chunk[TAIL_CHUNK];
+    while (before > 0) {
+        size_t len = before < TAIL_CHUNK ? (size_t)before : TAIL_CHUNK;
+        off_t start = before - (off_t)len;
+        int err = pread_all(fd, chunk, len, start);
+        if (err)
+            return err;
+        char *nl = memrchr(chunk, '\n', len);
+        if (nl) {
+            *at = start + (nl - chunk);
+            return 0;
+        }
+        before = start;
+    }
+    *at = -1;
+    return 0;
+}
+
+/* log:tail() -> last complete line (no "\n") | nil, torn; or nil, msg, errno on I/O failure */
+static int m_tail(lua_State *L)
+{
+    Log *log = check_log(L);
+    struct stat st;
+    if (fstat(log->fd, &st) != 0)
+        return moat_fail(L, "tail: fstat", errno);
+    if (st.st_size == 0) {
+        lua_pushnil(L);
+        lua_pushboolean(L, 0);
+        return 2;
+    }
+    char last;
+    int err = pread_all(log->fd, &last, 1, st.st_size - 1);
+    int torn = last != '\n';
+    off_t end = st.st_size - 1, start;
+    if (!err && torn)
+        err = last_newline(log->fd, st.st_size, &end);
+    if (!err && end >= 0)
+        err = last_newline(log->fd, end, &start);
+    if (err)
+        return moat_fail(L, "tail: read", err);
+    if (end < 0) {
+        lua_pushnil(L);
+        lua_pushboolean(L, torn);
+        return 2;
+    }
+    size_t len = (size_t)(end - start - 1);
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, len);
+    err = pread_all(log->fd, p, len, start + 1);
+    if (err)
+        return moat_fail(L, "tail: read", err);
+    luaL_pushresultsize(&b, len);
+    lua_pushboolean(L, torn);
+    return 2;
+}
+
+static int m_append(lua_State *L)
+{
+    Log *log = check_log(L);
+    size_t len;
+    const char *line = luaL_checklstring(L, 2, &len);
+    check_line(L, 2, line, len);
+    const char *what;
+    int err = log_append(log->fd, line, len, &what);
+    if (err)
+        return moat_fail(L, what, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int m_close(lua_State *L)
+{
+    Log *log = luaL_checkudata(L, 1, LOG_MT);
+    if (log->fd >= 0) {
+        close(log->fd);
+        log->fd = -1;
+    }
+    return 0;
+}
+
+static int m_tostring(lua_State *L)
+{
+    Log *log = luaL_checkudata(L, 1, LOG_MT);
+    lua_pushfstring(L, log->fd >= 0 ? "moat.log (fd %d)" : "moat.log (closed)", log->fd);
+    return 1;
+}
+
+static int l_append_line(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    size_t len;
+    const char *line = luaL_checklstring(L, 2, &len);
+    check_line(L, 2, line, len);
+    int fd = log_open(path);
+    if (fd < 0)
+        return moat_fail(L, lua_pushfstring(L, "open %s", path), -fd);
+    const char *what = "lock";
+    int err = log_lock(fd);
+    if (!err)
+        err = log_append(fd, line, len, &what);
+    close(fd);
+    if (err)
+        return moat_fail(L, what, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int write_all(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Writes data to a fresh temp file beside path; returns 0 or an errno with *what set. */
+static int write_temp(const char *tmp, const char *data, size_t len, mode_t mode,
+                      const char **what)
+{
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) {
+        *what = "create temp file";
+        return errno;
+    }
+    int err = 0;
+    if (fchmod(fd, mode) != 0) {
+        *what = "chmod temp file";
+        err = errno;
+    } else if ((err = write_all(fd, data, len)) != 0) {
+        *what = "write temp file";
+    } else if (fsync(fd) != 0) {
+        *what = "fsync temp file";
+        err = errno;
+    }
+    if (close(fd) != 0 && !err) {
+        *what = "close temp file";
+        err = errno;
+    }
+    return err;
+}
+
+static int l_write_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    lua_Integer mode = luaL_optinteger(L, 3, 0600);
+    luaL_argcheck(L, mode >= 0 && mode <= 07777, 3, "mode out of range");
+    unsigned char rnd[8];
+    char hex[2 * sizeof rnd + 1];
+    randombytes_buf(rnd, sizeof rnd);
+    sodium_bin2hex(hex, sizeof hex, rnd, sizeof rnd);
+    const char *tmp = lua_pushfstring(L, "%s.tmp-%s", path, hex);
+    const char *slash = strrchr(path, '/');
+    const char *dir = slash == NULL ? "."
+                      : slash == path ? "/"
+                                      : lua_pushlstring(L, path, (size_t)(slash - path));
+    const char *what;
+    int err = write_temp(tmp, data, len, (mode_t)mode, &what);
+    if (!err && rename(tmp, path) != 0) {
+        what = "rename temp file";
+        err = errno;
+    }
+    if (err) {
+        unlink(tmp);
+        return moat_fail(L, lua_pushfstring(L, "write %s: %s", path, what), err);
+    }
+    err = fsync_dir(dir);
+    if (err)
+        return moat_fail(L, lua_pushfstring(L, "write %s: fsync directory", path), err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_sign_keypair(lua_State *L)
+{
+    unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
+    crypto_sign_keypair(pk, sk);
+    lua_pushlstring(L, (const char *)pk, sizeof pk);
+    lua_pushlstring(L, (const char *)sk, sizeof sk);
+    sodium_memzero(sk, sizeof sk);
+    return 2;
+}
+
+static int l_sign(lua_State *L)
+{
+    size_t mlen, sklen;
+    const char *msg = luaL_checklstring(L, 1, &mlen);
+    const char *sk = luaL_checklstring(L, 2, &sklen);
+    luaL_argcheck(L, sklen == crypto_sign_SECRETKEYBYTES, 2, "not an Ed25519 secret key");
+    unsigned char sig[crypto_sign_BYTES];
+    crypto_sign_detached(sig, NULL, (const unsigned char *)msg, mlen,
+                         (const unsigned char *)sk);
+    lua_pushlstring(L, (const char *)sig, sizeof sig);
+    return 1;
+}
+
+/* A malformed signature is a failed check (it may come from a tampered file); a malformed
+ * public key is a caller's bug. */
+static int l_sign_verify(lua_State *L)
+{
+    size_t slen, mlen, pklen;
+    const char *sig = luaL_checklstring(L, 1, &slen);
+    const char *msg = luaL_checklstring(L, 2, &mlen);
+    const char *pk = luaL_checklstring(L, 3, &pklen);
+    luaL_argcheck(L, pklen == crypto_sign_PUBLICKEYBYTES, 3, "not an Ed25519 public key");
+    int ok = slen == crypto_sign_BYTES &&
+             crypto_sign_verify_detached((const unsigned char *)sig,
+                                         (const unsigned char *)msg, mlen,
+                                         (const unsigned char *)pk) == 0;
+    lua_pushboolean(L, ok);
+    return 1;
+}
+
+static int l_to_hex(lua_State *L)
+{
+    size_t len;
+    const char *bin = luaL_checklstring(L, 1, &len);
+    push_hex(L, (const unsigned char *)bin, len);
+    return 1;
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int l_from_hex(lua_State *L)
+{
+    size_t len;
+    const char *hex = luaL_checklstring(L, 1, &len);
+    if (len % 2 != 0)
+        return moat_fail(L, "from_hex: odd number of digits", 0);
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, len / 2);
+    for (size_t i = 0; i < len; i += 2) {
+        int hi = hex_digit(hex[i]), lo = hex_digit(hex[i + 1]);
+        if (hi < 0 || lo < 0)
+            return moat_fail(L, "from_hex: not a hex digit", 0);
+        p[i / 2] = (char)(hi << 4 | lo);
+    }
+    luaL_pushresultsize(&b, len / 2);
+    return 1;
+}
+
+static int l_base64(lua_State *L)
+{
+    size_t len;
+    const char *bin = luaL_checklstring(L, 1, &len);
+    size_t cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, cap);
+    sodium_bin2base64(p, cap, (const unsigned char *)bin, len, sodium_base64_VARIANT_ORIGINAL);
+    luaL_pushresultsize(&b, cap - 1);
+    return 1;
+}
+
+static const luaL_Reg log_methods[] = {
+    { "lock", m_lock },
+    { "unlock", m_unlock },
+    { "tail", m_tail },
+    { "append", m_append },
+    { "close", m_close },
+    { NULL, NULL }
+};
+
+static const luaL_Reg log_meta[] = {
+    { "__gc", m_close },
+    { "__close", m_close },
+    { "__tostring", m_tostring },
+    { NULL, NULL }
+};
+
+static const luaL_Reg funcs[] = {
+    { "sha256", l_sha256 },
+    { "random_hex", l_random_hex },
+    { "now", l_now },
+    { "epoch_ms", l_epoch_ms },
+    { "monotonic_ms", l_monotonic_ms },
+    { "isatty", l_isatty },
+    { "harden", l_harden },
+    { "environ", l_environ },
+    { "getpid", l_getpid },
+    { "getuid", l_getuid },
+    { "realpath", l_realpath },
+    { "fsync_dir", l_fsync_dir },
+    { "open_log", l_open_log },
+    { "append_line", l_append_line },
+    { "write_file", l_write_file },
+    { "sign_keypair", l_sign_keypair },
+    { "sign", l_sign },
+    { "sign_verify", l_sign_verify },
+    { "to_hex", l_to_hex },
+    { "from_hex", l_from_hex },
+    { "base64", l_base64 },
+    { NULL, NULL }
+};
+
+int luaopen_moat_c_system(lua_State *L)
+{
+    if (sodium_init() < 0)
+        return luaL_error(L, "libsodium failed to initialise");
+    luaL_newmetatable(L, LOG_MT);
+    luaL_setfuncs(L, log_meta, 0);
+    luaL_newlib(L, log_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newlib(L, funcs);
+    return 1;
+}
