@@ -226,7 +226,6 @@ static int on_start(Load *ld, yaml_event_t *ev, FrameKind kind)
                LIMIT_DEPTH, LIMIT_DEPTH);
         return 0;
     }
-    luaL_checkstack(L, 8, "yaml: stack");
     Frame *f = &ld->frames[ld->depth++];
     f->kind = kind;
     f->count = 0;
@@ -285,6 +284,8 @@ static void refuse_syntax(Load *ld, const char *text, size_t len)
 /* Handles one event; returns 1 to go on, 0 when refused (message pushed), 2 at the end. */
 static int on_event(Load *ld, yaml_event_t *ev)
 {
+    /* Room for a new collection's slots, a pending pair and the scalar being built. */
+    luaL_checkstack(ld->L, 12, "yaml: stack");
     switch (ev->type) {
     case YAML_DOCUMENT_START_EVENT:
         if (++ld->documents > 1) {
