@@ -107,6 +107,16 @@ static int l_harden(lua_State *L)
     return 1;
 }
 
+/* system.dumpable() -> bool: whether this process may dump core or be attached to */
+static int l_dumpable(lua_State *L)
+{
+    int d = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    if (d < 0)
+        return moat_fail(L, "prctl(PR_GET_DUMPABLE)", errno);
+    lua_pushboolean(L, d != 0);
+    return 1;
+}
+
 static int l_environ(lua_State *L)
 {
     lua_newtable(L);
@@ -584,6 +594,7 @@ static const luaL_Reg funcs[] = {
     { "monotonic_ms", l_monotonic_ms },
     { "isatty", l_isatty },
     { "harden", l_harden },
+    { "dumpable", l_dumpable },
     { "environ", l_environ },
     { "getpid", l_getpid },
     { "getuid", l_getuid },
