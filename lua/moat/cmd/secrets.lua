@@ -1,0 +1,122 @@
+-- `moat secrets check [DIR] [--resolve] [--json]`: validate the secrets of a config, ask each
+-- backend in use whether it is usable, and with --resolve fetch everything (never printing a value).
+local args = require("moat.args")
+local cli = require("moat.cli")
+local exit = require("moat.exit")
+local ui = require("moat.ui")
+
+local M = {}
+
+local SPEC = {
+  ["--resolve"] = "flag", ["--json"] = "flag", ["--config"] = "value", ["--timeout"] = "value",
+  ["--jobs"] = "value", ["--secret"] = "list",
+}
+
+-- Returns the numeric options { timeout = seconds, jobs = n } or raises a usage error.
+function M.limits(ctx, opts)
+  local out = {}
+  if opts.timeout then
+    local t = tonumber(opts.timeout)
+    if not t or t <= 0 or t ~= t or t > 86400 then
+      cli.usage_error(ctx, "--timeout must be a number of seconds greater than 0")
+    end
+    out.timeout = t
+  end
+  if opts.jobs then
+    local j = math.tointeger(tonumber(opts.jobs))
+    if not j or j < 1 or j > 1024 then cli.usage_error(ctx, "--jobs must be a whole number from 1 to 1024") end
+    out.jobs = j
+  end
+  return out
+end
+
+local function _json(list)
+  local json = require("moat.c.json")
+  io.stdout:write(assert(json.encode(json.array(list), { pretty = true })), "\n")
+end
+
+local function _validate(plan, secrets, limits, as_json)
+  local checks = secrets.check(plan, limits)
+  local usable = {}
+  local bad = 0
+  for _, c in ipairs(checks) do
+    usable[c.backend] = c
+    if not c.ok then bad = bad + 1 end
+  end
+  if as_json then
+    local json = require("moat.c.json")
+    local list = {}
+    for _, s in ipairs(plan.secrets) do
+      local c = usable[s.backend]
+      list[#list + 1] = { name = s.name, ref = s.ref, backend = s.backend, plain = s.plain,
+        usable = c.ok, reason = c.reason or json.null, fix = c.fix or json.null }
+    end
+    _json(list)
+  else
+    for _, s in ipairs(plan.secrets) do
+      io.stdout:write(("%-6s  %s  %s  %s\n"):format(usable[s.backend].ok and "valid" or "failed", s.name,
+        s.backend, require("moat.plan").show(s.ref)))
+    end
+    for _, c in ipairs(checks) do
+      if not c.ok then
+        io.stdout:write(("backend %s is not usable: %s\n"):format(c.backend, c.reason))
+        if c.fix then io.stdout:write("  fix: ", c.fix, "\n") end
+      end
+    end
+  end
+  if bad > 0 then
+    ui.error(("%d backend%s not usable"):format(bad, bad == 1 and " is" or "s are"))
+    return exit.UNAVAILABLE
+  end
+  return 0
+end
+
+local function _resolve(plan, secrets, limits, as_json)
+  limits.progress = ui.progress
+  local res = secrets.resolve(plan, limits)
+  if as_json then
+    local json = require("moat.c.json")
+    local list = {}
+    for _, r in ipairs(res.records) do
+      list[#list + 1] = { name = r.name, ref = r.ref, backend = r.backend, ok = r.ok, ms = r.ms,
+        kind = r.kind or json.null, reason = r.reason or json.null, fix = r.fix or json.null }
+    end
+    _json(list)
+  else
+    for _, r in ipairs(res.records) do
+      io.stdout:write(("%-6s  %s  %s  %d ms\n"):format(r.ok and "ok" or "failed", r.name, r.backend, r.ms))
+      if not r.ok then
+        io.stdout:write(("        %s: %s [%s]\n"):format(require("moat.plan").show(r.ref), r.reason, r.kind))
+        if r.fix then io.stdout:write("        fix: ", r.fix, "\n") end
+      end
+    end
+  end
+  -- res.values goes out of scope here: nothing prints or keeps it.
+  if not res.ok then
+    ui.error(("%d of %d secret%s could not be resolved"):format(#res.failures, #res.records,
+      #res.records == 1 and "" or "s"))
+    return exit.UNAVAILABLE
+  end
+  return 0
+end
+
+-- Entry point: returns the exit status.
+function M.main(argv, ctx)
+  if argv[1] ~= "check" then
+    cli.usage_error(ctx, argv[1] and ("unknown subcommand '" .. argv[1] .. "'") or "missing subcommand 'check'")
+  end
+  local opts, pos, rest = args.parse(table.move(argv, 2, #argv, 1, {}), SPEC)
+  if not opts then cli.usage_error(ctx, pos) end
+  if rest or #pos > 1 then cli.usage_error(ctx, "moat secrets check takes at most one DIR") end
+  local limits = M.limits(ctx, opts)
+  local config = require("moat.config")
+  local plan_mod = require("moat.plan")
+  local secrets = require("moat.secrets")
+  local cfg = config.load(pos[1] or ".", opts.config)
+  local plan = plan_mod.build(cfg, { secrets = opts.secret })
+  for _, w in ipairs(plan.warnings) do ui.warn(w) end
+  if opts.resolve then return _resolve(plan, secrets, limits, opts.json) end
+  return _validate(plan, secrets, limits, opts.json)
+end
+
+return M

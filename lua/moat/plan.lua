@@ -1,0 +1,190 @@
+-- The plan: a loaded config plus command-line additions, with every secret reference parsed
+-- by its backend. This is what policy scripts see and what moat.secrets resolves.
+local config = require("moat.config")
+local exit = require("moat.exit")
+
+local M = {}
+
+-- Names that belong to services with dedicated grants upstream (network-layer injection).
+M.GRANT_NAMES = {
+  GITHUB_TOKEN = "GitHub", GH_TOKEN = "GitHub", ANTHROPIC_API_KEY = "Anthropic",
+  OPENAI_API_KEY = "OpenAI", AWS_ACCESS_KEY_ID = "AWS", AWS_SECRET_ACCESS_KEY = "AWS",
+  AWS_SESSION_TOKEN = "AWS",
+}
+
+M.SENSITIVE = { "KEY", "TOKEN", "SECRET", "PASSWORD" }
+
+-- Plain values live here, keyed by their plan entry, so that printing or serializing a plan
+-- (dry run, policy scripts, audit) never shows them.
+local _plain = setmetatable({}, { __mode = "k" })
+
+-- Returns the value of a plain plan entry (nil for references).
+function M.plain_value(entry)
+  return _plain[entry]
+end
+
+-- Returns a reference safe to show in a message: control characters escaped, length capped.
+function M.show(ref)
+  local s = ref:gsub("[%z\1-\31\127]", function(c) return ("\\x%02x"):format(c:byte()) end)
+  if #s > 200 then s = s:sub(1, 200) .. "..." end
+  return s
+end
+
+-- Returns scheme | nil for `ref`, and whether it looks like a reference at all (contains "://").
+function M.scheme(ref)
+  local scheme = ref:match("^([A-Za-z][A-Za-z0-9+.-]*)://")
+  return scheme, ref:find("://", 1, true) ~= nil
+end
+
+-- Returns true when `name` looks like it holds a credential.
+function M.sensitive(name)
+  local up = name:upper()
+  for _, w in ipairs(M.SENSITIVE) do
+    if up:find(w, 1, true) then return true end
+  end
+  return false
+end
+
+local function _split(entry, what)
+  local name, value = entry:match("^([^=]*)=(.*)$")
+  if not name then
+    exit.fail(exit.USAGE, ("%s '%s' must be NAME=%s"):format(what, M.show(entry:match("^[^=]*")),
+      what == "--secret" and "REF" or "VALUE"))
+  end
+  return name, value
+end
+
+-- Parses one secret's reference; returns the entry fields | nil, problem.
+local function _parse(name, ref)
+  local secrets = require("moat.secrets")
+  local scheme, urlish = M.scheme(ref)
+  if not urlish then
+    return { backend = "plain", plain = true, parsed = {} }
+  end
+  if not scheme then
+    return nil, ("secret %s looks like a URL but has no valid scheme (letters, digits, '+', '.', '-');"
+      .. " to pass a literal value containing '://', export it and use env://VAR"):format(name)
+  end
+  local mod, err = secrets.backend(scheme)
+  if not mod then
+    if err and not err:match("^no backend") then
+      return nil, ("secret %s: the backend for %s:// cannot be loaded: %s"):format(name, scheme, err)
+    end
+    local known = {}
+    for _, b in ipairs(secrets.backends()) do known[#known + 1] = b.scheme end
+    return nil, ("secret %s: unknown scheme '%s://' (known backends: %s); to pass a literal URL as"
+      .. " the value, export it and write %s: env://VAR"):format(name, scheme, table.concat(known, ", "), name)
+  end
+  if ref:find("^%s") or ref:find("%s$") then
+    return nil, ("secret %s: reference '%s' has whitespace at its start or end"):format(name, M.show(ref))
+  end
+  if ref:find("[%z\1-\31\127]") then
+    return nil, ("secret %s: reference '%s' contains control characters"):format(name, M.show(ref))
+  end
+  local parsed, why = {}, nil
+  if mod.parse then
+    local ok, p, w = pcall(mod.parse, ref)
+    if not ok then
+      parsed, why = nil, "the backend's parse raised an error: " .. tostring(p)
+    else
+      parsed, why = p, w
+    end
+  end
+  if not parsed then
+    return nil, ("secret %s: malformed %s reference '%s': %s"):format(name, scheme, M.show(ref),
+      why or "refused by the backend")
+  end
+  return { backend = scheme, plain = false, parsed = parsed }
+end
+
+-- Builds the plan from `cfg` (config.load) and `extra` = { secrets = {"NAME=REF"}, env = {"NAME=VALUE"} }.
+-- Returns plan; raises exit 78 listing every bad reference (exit 64 for a malformed option).
+function M.build(cfg, extra)
+  extra = extra or {}
+  local errors, warnings = {}, {}
+  for _, w in ipairs(cfg.warnings or {}) do warnings[#warnings + 1] = w end
+
+  local env, env_at = {}, {}
+  for _, e in ipairs(cfg.env or {}) do
+    env[#env + 1] = { name = e.name, value = e.value }
+    env_at[e.name] = #env
+  end
+  for _, entry in ipairs(extra.env or {}) do
+    local name, value = _split(entry, "-e")
+    local why = config.check_name(name)
+    if why then
+      errors[#errors + 1] = ("-e %s: the name %s"):format(M.show(name), why)
+    elseif value:find("%z") then
+      errors[#errors + 1] = ("-e %s: the value must not contain NUL bytes"):format(name)
+    elseif env_at[name] then
+      env[env_at[name]].value = value
+    else
+      env[#env + 1] = { name = name, value = value }
+      env_at[name] = #env
+    end
+  end
+
+  local wanted, at = {}, {}
+  for _, s in ipairs(cfg.secrets or {}) do
+    wanted[#wanted + 1] = { name = s.name, ref = s.ref, where = s.where }
+    at[s.name] = #wanted
+  end
+  for _, entry in ipairs(extra.secrets or {}) do
+    local name, ref = _split(entry, "--secret")
+    local why = config.check_name(name)
+    if why then
+      errors[#errors + 1] = ("--secret %s: the name %s"):format(M.show(name), why)
+    elseif ref == "" then
+      errors[#errors + 1] = ("--secret %s: the reference is empty"):format(name)
+    elseif at[name] then
+      wanted[at[name]] = { name = name, ref = ref, where = "--secret" }
+    else
+      wanted[#wanted + 1] = { name = name, ref = ref, where = "--secret" }
+      at[name] = #wanted
+    end
+  end
+  for _, s in ipairs(wanted) do
+    if env_at[s.name] then
+      errors[#errors + 1] = ("%s is both a plain environment variable and a secret (%s); keep one")
+        :format(s.name, s.where)
+    end
+  end
+
+  local secrets = {}
+  for _, s in ipairs(wanted) do
+    local fields, why = _parse(s.name, s.ref)
+    if not fields then
+      errors[#errors + 1] = (s.where and (s.where .. ": ") or "") .. why
+    else
+      local entry = { name = s.name, ref = s.ref, where = s.where, backend = fields.backend,
+        plain = fields.plain, parsed = fields.parsed }
+      if fields.plain then
+        _plain[entry] = s.ref
+        entry.ref = "(plain value)"
+        if M.sensitive(s.name) then
+          warnings[#warnings + 1] = ("secret %s is a plain value written in the config; keep credentials"
+            .. " in a backend (op://, ssm://, env://)"):format(s.name)
+        end
+      end
+      if M.GRANT_NAMES[s.name] then
+        warnings[#warnings + 1] = ("%s is a %s credential: it will be visible to everything in the"
+          .. " container; network-layer injection (a proxy adding it to requests) is the safer design")
+          :format(s.name, M.GRANT_NAMES[s.name])
+      end
+      secrets[#secrets + 1] = entry
+    end
+  end
+
+  if #errors > 0 then
+    exit.fail(exit.CONFIG, ("%d problem%s with secrets:\n  %s"):format(#errors, #errors == 1 and "" or "s",
+      table.concat(errors, "\n  ")))
+  end
+
+  return {
+    name = cfg.name, workspace = cfg.dir, image = cfg.image, command = cfg.command,
+    runtime = cfg.runtime, interactive = cfg.interactive, container = cfg.container or {},
+    mounts = cfg.mounts or {}, env = env, secrets = secrets, warnings = warnings,
+  }
+end
+
+return M

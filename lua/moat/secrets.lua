@@ -1,0 +1,431 @@
+-- The secrets pipeline: dedupes the plan's references, groups them per backend, runs every
+-- backend's resolve as a task so all backends work at once, and collects every failure.
+-- Values stay in res.values; everything else this module produces is safe to print.
+local plan_mod = require("moat.plan")
+
+local M = {}
+
+M.MAX_VALUE = 128 * 1024          -- bytes; larger values are refused by name
+M.OUTPUT_CAP = 16 * 1024 * 1024   -- bytes a backend process may print before it is killed
+M.DEFAULT_TIMEOUT = 60            -- seconds per backend call
+M.DEFAULT_JOBS = 8                -- backend processes alive at once
+M.MASK_MIN = 4                    -- shorter values are too common to strip from messages
+M.HIDDEN = "<value hidden>"
+
+local _schemes_ok = "^[a-z][a-z0-9_]*$"
+
+-- Returns the backend module for `scheme` | nil, message ("no backend ..." when there is none).
+function M.backend(scheme)
+  if type(scheme) ~= "string" or not scheme:match(_schemes_ok) then
+    return nil, ("no backend for scheme '%s'"):format(tostring(scheme))
+  end
+  local modname = "moat.backends." .. scheme
+  local ok, mod = pcall(require, modname)
+  if not ok then
+    local msg = tostring(mod)
+    if msg:find("module '" .. modname .. "' not found", 1, true) then
+      return nil, ("no backend for scheme '%s'"):format(scheme)
+    end
+    return nil, msg
+  end
+  if type(mod) ~= "table" or type(mod.resolve) ~= "function" then
+    return nil, ("%s must return a table with a resolve(requests, ctx) function"):format(modname)
+  end
+  return mod
+end
+
+-- Directories that may hold moat/backends/*.lua, in search order: { {dir, kind} }.
+local function _search_dirs()
+  local ok, loader = pcall(require, "moat.loader")
+  if ok and loader.dirs and #loader.dirs > 0 then return loader.dirs end
+  local out = {}
+  for entry in package.path:gmatch("[^;]+") do
+    local dir = entry:match("^(/.-)/%?%.lua$")
+    if dir then out[#out + 1] = { dir = dir, kind = "path" } end
+  end
+  return out
+end
+
+-- Returns the schemes with a backend file on the search path, sorted: { {scheme, file, kind} }.
+function M.schemes()
+  local lfs = require("lfs")
+  local seen, out = {}, {}
+  for _, d in ipairs(_search_dirs()) do
+    local dir = d.dir .. "/moat/backends"
+    if lfs.attributes(dir, "mode") == "directory" then
+      for f in lfs.dir(dir) do
+        local scheme = f:match("^(.+)%.lua$")
+        if scheme and scheme:match(_schemes_ok) and not seen[scheme] then
+          seen[scheme] = true
+          out[#out + 1] = { scheme = scheme, file = dir .. "/" .. f, kind = d.kind }
+        end
+      end
+    end
+  end
+  table.sort(out, function(a, b) return a.scheme < b.scheme end)
+  return out
+end
+
+-- Returns every backend found on the search path: { {scheme, description, file, kind} }.
+function M.backends()
+  local out = M.schemes()
+  for _, b in ipairs(out) do
+    local mod, err = M.backend(b.scheme)
+    b.description = mod and mod.description or ("cannot be loaded: " .. tostring(err))
+  end
+  return out
+end
+
+-- Returns `text` with every value in `values` (and each line of multi-line ones) replaced,
+-- control characters escaped and the length capped: safe to show to people.
+function M.sanitize(text, values, cap)
+  text = tostring(text or "")
+  local list = {}
+  for _, v in ipairs(values or {}) do
+    if #v >= M.MASK_MIN then list[#list + 1] = v end
+    if v:find("\n", 1, true) then
+      for line in v:gmatch("[^\r\n]+") do
+        if #line >= M.MASK_MIN then list[#list + 1] = line end
+      end
+    end
+  end
+  table.sort(list, function(a, b) return #a > #b end)
+  for _, v in ipairs(list) do
+    local out, pos = {}, 1
+    while true do
+      local s, e = text:find(v, pos, true)
+      if not s then break end
+      out[#out + 1] = text:sub(pos, s - 1)
+      out[#out + 1] = M.HIDDEN
+      pos = e + 1
+    end
+    if pos > 1 then
+      out[#out + 1] = text:sub(pos)
+      text = table.concat(out)
+    end
+  end
+  text = text:gsub("\r?\n$", ""):gsub("[%z\1-\9\11-\31\127]", function(c) return ("\\x%02x"):format(c:byte()) end)
+  cap = cap or 500
+  if #text > cap then text = text:sub(1, cap) .. "..." end
+  return text
+end
+
+-- Returns nil when `value` may be handed over, else why not.
+local function _refuse(value)
+  if type(value) ~= "string" then return "the backend returned a " .. type(value) .. ", not a string" end
+  if value:find("%z") then
+    return "the value contains a NUL byte, which an environment variable cannot hold"
+  end
+  if #value > M.MAX_VALUE then
+    return ("the value is %d bytes, over the %d KiB limit"):format(#value, M.MAX_VALUE // 1024)
+  end
+  return nil
+end
+
+local function _is_enoent(msg, errno)
+  return errno == 2 or tostring(msg):find("No such file or directory", 1, true) ~= nil
+end
+
+-- Returns a failure {kind, reason, fix} for a process result that did not run to its end
+-- (timeout, output cap, signal), or nil when it exited normally.
+function M.run_failure(r, prog, timeout_s)
+  prog = prog or "the backend's program"
+  if r.timed_out then
+    return { kind = "timeout",
+      reason = ("%s did not finish within %s s and was killed"):format(prog, tostring(timeout_s or "the")),
+      fix = ("check that %s works on its own (network, a prompt waiting for input), or raise --timeout")
+        :format(prog) }
+  end
+  if r.truncated then
+    return { kind = "output_limit",
+      reason = ("%s printed more than %d MiB and was killed"):format(prog, M.OUTPUT_CAP // (1024 * 1024)),
+      fix = ("check what %s prints when run on its own"):format(prog) }
+  end
+  if r.signal then
+    local name = r.signal
+    local ok, cproc = pcall(require, "moat.c.proc")
+    if ok and type(r.signal) == "number" then name = cproc.signame(r.signal) or r.signal end
+    return { kind = "backend_error", reason = ("%s was killed by signal %s"):format(prog, tostring(name)),
+      fix = ("run %s on its own to see why it dies"):format(prog) }
+  end
+  return nil
+end
+
+local function _environ()
+  local sys = require("moat.c.system")
+  local map = sys.environ()
+  local list = {}
+  for k, v in pairs(map) do list[#list + 1] = k .. "=" .. v end
+  table.sort(list)
+  return map, list
+end
+
+-- Builds the ctx a backend sees. `state` is shared by every backend of one resolve:
+-- { known = {values}, opts = {jobs, timeout}, env_map, env_list, done = {}, on_done = fn }.
+local function _context(scheme, state)
+  local proc = require("moat.proc")
+  local ui = require("moat.ui")
+  local ctx = { scheme = scheme, timeout = state.opts.timeout, jobs = state.opts.jobs,
+    json = require("moat.c.json") }
+
+  ctx.sanitize = function(text, extra)
+    local vals = {}
+    for _, v in ipairs(state.known) do vals[#vals + 1] = v end
+    for _, v in ipairs(extra or {}) do vals[#vals + 1] = v end
+    return M.sanitize(text, vals)
+  end
+
+  ctx.log = function(...)
+    local parts = {}
+    for i = 1, select("#", ...) do parts[#parts + 1] = tostring((select(i, ...))) end
+    ui.debug(1, ("backend %s: %s"):format(scheme, ctx.sanitize(table.concat(parts, " "))))
+  end
+
+  ctx.env = function(name) return state.env_map[name] end
+
+  -- Runs argv (never a shell); returns {code, signal, stdout, stderr, timed_out, truncated, ms}
+  -- | nil, message, errno when the program cannot be started.
+  ctx.run = function(argv, o)
+    o = o or {}
+    if type(argv) ~= "table" or type(argv[1]) ~= "string" or argv[1] == "" then
+      error("ctx.run needs an argv table of strings", 2)
+    end
+    for i, a in ipairs(argv) do
+      if type(a) ~= "string" or a:find("%z") then error(("ctx.run: argv[%d] must be a string without NUL"):format(i), 2) end
+      for _, v in ipairs(state.known) do
+        if #v >= 6 and a:find(v, 1, true) then error("ctx.run: a secret value must never be put in argv", 2) end
+      end
+    end
+    local timeout_s = o.timeout or ctx.timeout
+    ctx.log("run", table.concat(argv, " "))
+    local t0 = require("moat.c.system").monotonic_ms()
+    local r, msg, errno = proc.run(argv, {
+      stdin = o.stdin, stdout = "pipe", stderr = "pipe", env = state.env_list,
+      cap = M.OUTPUT_CAP, timeout = math.floor(timeout_s * 1000), group = true,
+    })
+    if not r then
+      ctx.last_failure = _is_enoent(msg, errno)
+        and { kind = "unavailable", reason = ("%s is not installed (not found on PATH)"):format(argv[1]),
+          fix = ("install %s or put it on PATH"):format(argv[1]) }
+        or { kind = "unavailable", reason = ("cannot run %s: %s"):format(argv[1], tostring(msg)),
+          fix = ("check that %s can be run"):format(argv[1]) }
+      return nil, msg, errno or (_is_enoent(msg, errno) and 2 or nil)
+    end
+    r.ms = r.ms or (require("moat.c.system").monotonic_ms() - t0)
+    local f = M.run_failure(r, argv[1], timeout_s)
+    if f then ctx.last_failure = f end
+    ctx.log(("%s exited %s in %d ms"):format(argv[1], tostring(r.code or r.signal), r.ms))
+    return r
+  end
+
+  -- Runs the functions in `fns` concurrently (each may call ctx.run); returns their results.
+  ctx.gather = function(fns)
+    return proc.gather(fns, { jobs = ctx.jobs })
+  end
+
+  -- Describes a result that ended by timeout, cap or signal: {kind, reason, fix} | nil.
+  ctx.run_failure = function(r, prog)
+    return M.run_failure(r, prog, ctx.timeout)
+  end
+
+  ctx.ok = function(req, value) state.settle(scheme, req, true, value) end
+  ctx.fail = function(req, failure) state.settle(scheme, req, false, failure) end
+  return ctx
+end
+
+local function _ms(sys, t0)
+  return math.max(0, math.floor(sys.monotonic_ms() - t0))
+end
+
+-- Runs one backend's resolve over its requests; never raises.
+local function _run_backend(scheme, group, state)
+  local sys = require("moat.c.system")
+  local t0 = sys.monotonic_ms()
+  local mod, err = M.backend(scheme)
+  local ctx
+  if mod then
+    ctx = _context(scheme, state)
+    local ok, e = pcall(mod.resolve, group.requests, ctx)
+    if not ok then
+      local why = M.sanitize(tostring(e), state.known, 300)
+      for _, req in ipairs(group.requests) do
+        state.settle(scheme, req, false, { kind = "backend_error",
+          reason = "the backend raised an error: " .. why,
+          fix = ("fix the backend module moat.backends.%s (see `moat backends` for its file)"):format(scheme) })
+      end
+    end
+  end
+  for _, req in ipairs(group.requests) do
+    if not state.done[req] then
+      local f = (ctx and ctx.last_failure) or { kind = "no_value",
+        reason = mod and "the backend returned no value for this reference"
+          or ("the backend cannot be loaded: " .. tostring(err)),
+        fix = ("check the backend module moat.backends.%s"):format(scheme) }
+      state.settle(scheme, req, false, f)
+    end
+  end
+  return _ms(sys, t0)
+end
+
+-- Resolves every secret of `plan`. opts: jobs (8), timeout (seconds, 60), progress = fn(msg).
+-- Returns res = { ok, values = {NAME = value}, records = {...} in plan order, failures = {...} }.
+function M.resolve(plan, opts)
+  opts = opts or {}
+  local sys = require("moat.c.system")
+  local proc = require("moat.proc")
+  local progress = opts.progress or function() end
+  local state = { opts = { jobs = opts.jobs or M.DEFAULT_JOBS, timeout = opts.timeout or M.DEFAULT_TIMEOUT },
+    known = {}, done = {} }
+  state.env_map, state.env_list = _environ()
+
+  local values, outcome = {}, {}
+  local groups, order = {}, {}
+  local by_ref = {}
+  local t_start = sys.monotonic_ms()
+
+  for _, s in ipairs(plan.secrets) do
+    if s.plain then
+      local v = plan_mod.plain_value(s) or ""
+      if #v >= M.MASK_MIN then state.known[#state.known + 1] = v end
+    elseif not by_ref[s.backend .. "\0" .. s.ref] then
+      local g = groups[s.backend]
+      if not g then
+        g = { requests = {} }
+        groups[s.backend] = g
+        order[#order + 1] = s.backend
+      end
+      local req = { name = s.name, names = { s.name }, ref = s.ref, parsed = s.parsed }
+      g.requests[#g.requests + 1] = req
+      by_ref[s.backend .. "\0" .. s.ref] = req
+    else
+      local req = by_ref[s.backend .. "\0" .. s.ref]
+      req.names[#req.names + 1] = s.name
+    end
+  end
+
+  -- A backend may hand back a copy of a request; find ours by reference then.
+  local function _find(scheme, req)
+    if type(req) ~= "table" then return nil end
+    local mine = by_ref[scheme .. "\0" .. tostring(req.ref)]
+    return mine
+  end
+
+  state.settle = function(scheme, req, ok, what)
+    local mine = _find(scheme, req)
+    if not mine or state.done[mine] then return end
+    state.done[mine] = true
+    local ms = _ms(sys, t_start)
+    if ok then
+      local why = _refuse(what)
+      if why then
+        outcome[mine] = { ok = false, ms = ms, kind = "invalid", reason = why,
+          fix = "store the value without NUL bytes, or pass large data as a mounted file instead" }
+        return
+      end
+      outcome[mine] = { ok = true, ms = ms, value = what }
+      if #what >= M.MASK_MIN then state.known[#state.known + 1] = what end
+    else
+      what = type(what) == "table" and what or { reason = tostring(what) }
+      outcome[mine] = { ok = false, ms = ms, kind = what.kind or "backend_error",
+        reason = what.reason or "the backend reported a failure", fix = what.fix }
+    end
+  end
+
+  local tasks = {}
+  for _, scheme in ipairs(order) do
+    local g = groups[scheme]
+    tasks[#tasks + 1] = function()
+      progress(("asking %s for %d secret%s"):format(scheme, #g.requests, #g.requests == 1 and "" or "s"))
+      local ms = _run_backend(scheme, g, state)
+      progress(("%s answered in %d ms"):format(scheme, ms))
+      return ms
+    end
+  end
+  if #tasks > 0 then proc.gather(tasks, { jobs = state.opts.jobs }) end
+
+  local records, failures = {}, {}
+  for _, s in ipairs(plan.secrets) do
+    local rec = { name = s.name, ref = s.ref, backend = s.backend }
+    if s.plain then
+      local v = plan_mod.plain_value(s) or ""
+      local why = _refuse(v)
+      rec.ms = 0
+      if why then
+        rec.ok, rec.kind, rec.reason = false, "invalid", why
+        rec.fix = "store the value without NUL bytes, or pass large data as a mounted file instead"
+      else
+        rec.ok = true
+        values[s.name] = v
+      end
+    else
+      local o = outcome[by_ref[s.backend .. "\0" .. s.ref]]
+      rec.ms, rec.ok = o.ms, o.ok
+      if o.ok then
+        values[s.name] = o.value
+      else
+        rec.kind, rec.reason, rec.fix = o.kind, o.reason, o.fix
+      end
+    end
+    if not rec.ok then
+      -- Last line of defence: strip every value moat knows from what people will read.
+      rec.reason = M.sanitize(rec.reason, state.known)
+      rec.fix = rec.fix and M.sanitize(rec.fix, state.known) or nil
+      failures[#failures + 1] = rec
+    end
+    records[#records + 1] = rec
+  end
+  return { ok = #failures == 0, values = values, records = records, failures = failures }
+end
+
+-- Asks every backend used by `plan` whether it is usable (its optional check(ctx)).
+-- Returns { {backend, count, ok, reason, fix} } in first-use order.
+function M.check(plan, opts)
+  opts = opts or {}
+  local proc = require("moat.proc")
+  local state = { opts = { jobs = opts.jobs or M.DEFAULT_JOBS, timeout = opts.timeout or M.DEFAULT_TIMEOUT },
+    known = {}, done = {}, settle = function() end }
+  state.env_map, state.env_list = _environ()
+  local out, by = {}, {}
+  for _, s in ipairs(plan.secrets) do
+    if not by[s.backend] then
+      by[s.backend] = { backend = s.backend, count = 0, ok = true }
+      out[#out + 1] = by[s.backend]
+    end
+    by[s.backend].count = by[s.backend].count + 1
+  end
+  local tasks = {}
+  for _, c in ipairs(out) do
+    if c.backend ~= "plain" then
+      tasks[#tasks + 1] = function()
+        local mod, err = M.backend(c.backend)
+        if not mod then
+          c.ok, c.reason = false, "cannot be loaded: " .. tostring(err)
+          return
+        end
+        if not mod.check then return end
+        local ok, good, reason, fix = pcall(mod.check, _context(c.backend, state))
+        if not ok then
+          c.ok, c.reason = false, "the backend's check raised an error: " .. M.sanitize(tostring(good), {}, 300)
+        elseif not good then
+          c.ok, c.reason, c.fix = false, reason or "the backend is not usable", fix
+        end
+      end
+    end
+  end
+  if #tasks > 0 then proc.gather(tasks, { jobs = state.opts.jobs }) end
+  return out
+end
+
+-- Returns the text for people describing `failures` (records from resolve): one block each.
+function M.report(failures)
+  local lines = {}
+  lines[#lines + 1] = ("%d secret%s could not be resolved:"):format(#failures, #failures == 1 and "" or "s")
+  for _, f in ipairs(failures) do
+    lines[#lines + 1] = ("  %s (%s, backend %s): %s [%s]"):format(f.name, plan_mod.show(f.ref), f.backend,
+      f.reason or "failed", f.kind or "error")
+    if f.fix then lines[#lines + 1] = "    fix: " .. f.fix end
+  end
+  return table.concat(lines, "\n")
+end
+
+return M
