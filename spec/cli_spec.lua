@@ -87,7 +87,7 @@ describe("moat CLI", function()
   it("refuses every hostile YAML input with exit 78", function()
     local hostile = dofile(MOAT_ROOT .. "/spec/fixtures/yaml/hostile.lua")
     local names = {}
-    for name in pairs(hostile) do names[#names + 1] = name end
+    for name in pairs(hostile.expect) do names[#names + 1] = name end
     table.sort(names)
     assert.is_true(#names >= 8)
     for _, name in ipairs(names) do
@@ -96,6 +96,7 @@ describe("moat CLI", function()
       assert.equal(78, code, name .. ": " .. err)
       assert.equal("", out)
       assert.matches("moat.yaml:%d+:%d+: ", err, 1, false, name)
+      assert.matches(hostile.expect[name], err, 1, false, name)
     end
   end)
 

@@ -34,7 +34,7 @@ container:
     assert.equal("fast mode", cfg.env[2].value)
     assert.equal("op://prod/db/password", cfg.secrets[1].ref)
     assert.equal("moat.yaml:8:12", cfg.secrets[1].where)
-    assert.same({ host = "/work/space/data", container = "/data", ro = true, where = "moat.yaml:12:5" },
+    assert.same({ host = "/work/space/data", container = "/data", ro = true, where = "moat.yaml:11:5" },
       cfg.mounts[1])
     assert.is_false(cfg.mounts[2].ro)
     assert.equal("podman", cfg.runtime)

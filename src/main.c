@@ -31,8 +31,8 @@ static int traceback(lua_State *L)
 static int exists(const char *dir)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/moat/boot.lua", dir);
-    return access(path, R_OK) == 0;
+    int n = snprintf(path, sizeof path, "%s/moat/boot.lua", dir);
+    return n > 0 && (size_t)n < sizeof path && access(path, R_OK) == 0;
 }
 
 /* The built-in Lua lives beside the binary: <prefix>/share/moat/lua when installed,
@@ -48,8 +48,8 @@ static const char *builtin_dir(char *buf, size_t len)
             *slash = '\0';
             static const char *const rel[] = { "../share/moat/lua", "../lua", "../share/lua/5.4" };
             for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
-                snprintf(buf, len, "%s/%s", exe, rel[i]);
-                if (exists(buf))
+                int m = snprintf(buf, len, "%s/%s", exe, rel[i]);
+                if (m > 0 && (size_t)m < len && exists(buf))
                     return buf;
             }
         }
@@ -86,8 +86,8 @@ int main(int argc, char **argv)
 
     lua_pushcfunction(L, traceback);
     char boot[PATH_MAX];
-    snprintf(boot, sizeof boot, "%s/moat/boot.lua", dir);
-    if (luaL_loadfilex(L, boot, "t") != LUA_OK) {
+    int n = snprintf(boot, sizeof boot, "%s/moat/boot.lua", dir);
+    if (n < 0 || (size_t)n >= sizeof boot || luaL_loadfilex(L, boot, "t") != LUA_OK) {
         fprintf(stderr, "moat: %s\n", lua_tostring(L, -1));
         lua_close(L);
         return 70;

@@ -6,7 +6,7 @@ local M = {}
 
 M.commands = {
   { name = "run", summary = "resolve secrets and run the command in a container",
-    usage = [[
+    usage = [=[
 moat run [DIR] [--runtime R] [--image I] [-e NAME=VALUE] [--secret NAME=REF]
          [--mask|--no-mask] [--timeout SECONDS] [--jobs N] [--dry-run] [-i] [--keep]
          [--config FILE] [-v] [-- COMMAND [ARG...]]
@@ -23,23 +23,23 @@ command's status.
   --jobs N           backend processes at once (default 8)
   --dry-run          print the plan and the runtime argv; resolve and launch nothing
   -i, --interactive  attach a TTY
-  --keep             do not remove the container afterwards]] },
+  --keep             do not remove the container afterwards]=] },
   { name = "secrets", summary = "validate (and with --resolve, fetch) the secrets of a config",
-    usage = [[
+    usage = [=[
 moat secrets check [DIR] [--resolve] [--json] [--config FILE] [--timeout SECONDS] [--jobs N]
 
 Validates the config and every reference and asks each backend in use whether it is usable.
 With --resolve, fetches every secret and reports ok or failed per name (never a value).
-Exit 0 when all is well, 69 when a secret failed, 78 for an invalid config.]] },
+Exit 0 when all is well, 69 when a secret failed, 78 for an invalid config.]=] },
   { name = "config", summary = "print the loaded, normalized config",
-    usage = [[
+    usage = [=[
 moat config [DIR] [--json] [--config FILE]
 
 Prints the config moat would use for DIR (secret references are shown; they are not values).
-An invalid config prints every problem with file:line:col and exits 78.]] },
+An invalid config prints every problem with file:line:col and exits 78.]=] },
   { name = "audit", summary = "show or verify the audit log of a run",
-    usage = [[
-moat audit [RUN | --last] [--verify] [--json]]] },
+    usage = [=[
+moat audit [RUN | --last] [--verify] [--json]]=] },
   { name = "runs", summary = "list recorded runs", usage = "moat runs [--json]" },
   { name = "backends", summary = "list secret backends and where each comes from",
     usage = "moat backends [--json]" },

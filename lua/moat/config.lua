@@ -386,6 +386,10 @@ function M.load(dir, file)
   end
   local text, rerr = _read(file)
   if not text then exit.fail(exit.CONFIG, ("config file %s: %s"):format(file, rerr)) end
+  if #text > yaml.LIMITS.bytes then
+    local size = require("lfs").attributes(file, "size") or #text
+    exit.fail(exit.CONFIG, ("%s:1:1: file is %d bytes; the limit is 1 MiB"):format(file, size))
+  end
   local cfg, errs = M.parse(text, file, absdir)
   if not cfg then
     exit.fail(exit.CONFIG, ("%d problem%s in %s:\n  %s"):format(#errs, #errs == 1 and "" or "s", file,

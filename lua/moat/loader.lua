@@ -34,7 +34,8 @@ function M.loadfile(path, env)
   if src:sub(1, 1) == "\27" then
     return nil, path .. ": precompiled Lua (bytecode) is refused; ship the source file"
   end
-  return load(src, "@" .. path, "t", env)
+  if env then return load(src, "@" .. path, "t", env) end
+  return load(src, "@" .. path, "t")
 end
 
 -- Finds the file for module `name`: returns path, kind | nil, list of paths tried.
