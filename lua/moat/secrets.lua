@@ -151,9 +151,8 @@ function M.run_failure(r, prog, timeout_s)
   return nil
 end
 
-local function _environ()
-  local sys = require("moat.c.system")
-  local map = sys.environ()
+local function _environ(map)
+  map = map or require("moat.c.system").environ()
   local list = {}
   for k, v in pairs(map) do list[#list + 1] = k .. "=" .. v end
   table.sort(list)
@@ -267,7 +266,8 @@ local function _run_backend(scheme, group, state)
   return _ms(sys, t0)
 end
 
--- Resolves every secret of `plan`. opts: jobs (8), timeout (seconds, 60), progress = fn(msg).
+-- Resolves every secret of `plan`. opts: jobs (8), timeout (seconds, 60), progress = fn(msg),
+-- env = map the backends see and run their programs with (default: moat's environment).
 -- Returns res = { ok, values = {NAME = value}, records = {...} in plan order, failures = {...} }.
 function M.resolve(plan, opts)
   opts = opts or {}
@@ -276,7 +276,7 @@ function M.resolve(plan, opts)
   local progress = opts.progress or function() end
   local state = { opts = { jobs = opts.jobs or M.DEFAULT_JOBS, timeout = opts.timeout or M.DEFAULT_TIMEOUT },
     known = {}, done = {} }
-  state.env_map, state.env_list = _environ()
+  state.env_map, state.env_list = _environ(opts.env)
 
   local values, outcome = {}, {}
   local groups, order = {}, {}
@@ -378,13 +378,13 @@ function M.resolve(plan, opts)
 end
 
 -- Asks every backend used by `plan` whether it is usable (its optional check(ctx)).
--- Returns { {backend, count, ok, reason, fix} } in first-use order.
+-- opts as for resolve. Returns { {backend, count, ok, reason, fix} } in first-use order.
 function M.check(plan, opts)
   opts = opts or {}
   local proc = require("moat.proc")
   local state = { opts = { jobs = opts.jobs or M.DEFAULT_JOBS, timeout = opts.timeout or M.DEFAULT_TIMEOUT },
     known = {}, done = {}, settle = function() end }
-  state.env_map, state.env_list = _environ()
+  state.env_map, state.env_list = _environ(opts.env)
   local out, by = {}, {}
   for _, s in ipairs(plan.secrets) do
     if not by[s.backend] then

@@ -1,0 +1,166 @@
+local config = require("moat.config")
+local plan = require("moat.plan")
+
+local function cfg_of(text)
+  return assert(config.parse(text, "moat.yaml", "/work/space"))
+end
+
+-- Runs plan.build expecting a failure; returns its code and message.
+local function build_fails(cfg, extra)
+  local ok, err = pcall(plan.build, cfg, extra)
+  assert.is_false(ok)
+  assert.is_table(err, tostring(err))
+  return err.code, err.message
+end
+
+describe("moat.plan", function()
+  it("parses references per backend and keeps plain values out of the plan", function()
+    local p = plan.build(cfg_of([[
+name: demo
+env:
+  MODE: fast
+secrets:
+  DB: op://prod/db/password
+  SECTIONED: op://prod/db/admin/password?attribute=otp
+  HOSTVAR: env://SOME_VAR
+  GREETING: hello world
+]]))
+    assert.equal("demo", p.name)
+    assert.equal("/work/space", p.workspace)
+    assert.same({ { name = "MODE", value = "fast" } }, p.env)
+    local s = p.secrets
+    assert.equal(4, #s)
+    assert.same({ "op", "op", "env", "plain" }, { s[1].backend, s[2].backend, s[3].backend, s[4].backend })
+    assert.same({ vault = "prod", item = "db", field = "password" }, s[1].parsed)
+    assert.same({ vault = "prod", item = "db", section = "admin", field = "password", query = "attribute=otp" },
+      s[2].parsed)
+    assert.same({ var = "SOME_VAR" }, s[3].parsed)
+    assert.equal("moat.yaml:5:7", s[1].where)
+    assert.is_false(s[1].plain)
+    assert.is_true(s[4].plain)
+    assert.equal("hello world", plan.plain_value(s[4]))
+    assert.is_nil(plan.plain_value(s[1]))
+    -- the plan is what policies, dry runs and audit see: no plain value in it
+    assert.not_equal("hello world", s[4].ref)
+    assert.is_nil(require("moat.c.json").encode(s[4]):find("hello world", 1, true))
+  end)
+
+  it("adds --secret entries and lets them override the config; -e joins env", function()
+    local p = plan.build(cfg_of([[
+env:
+  MODE: slow
+secrets:
+  A: op://v/i/a
+  B: op://v/i/b
+]]), { secrets = { "B=env://OTHER", "C=op://v/i/c" }, env = { "MODE=fast", "EXTRA=a=b" } })
+    assert.equal(3, #p.secrets)
+    assert.equal("op://v/i/a", p.secrets[1].ref)
+    assert.equal("env://OTHER", p.secrets[2].ref)
+    assert.equal("env", p.secrets[2].backend)
+    assert.equal("--secret", p.secrets[2].where)
+    assert.equal("C", p.secrets[3].name)
+    assert.same({ { name = "MODE", value = "fast" }, { name = "EXTRA", value = "a=b" } }, p.env)
+  end)
+
+  it("refuses an unknown scheme naming it, listing the known backends and suggesting env://", function()
+    local code, msg = build_fails(cfg_of([[
+secrets:
+  DB_URL: postgres://admin:hunter2-pass@db/app
+]]))
+    assert.equal(78, code)
+    assert.matches("unknown scheme 'postgres://'", msg, 1, true)
+    assert.matches("moat.yaml:2:11", msg, 1, true)
+    assert.matches("known backends: [^)]*env", msg)
+    assert.matches("[^)]*op[,)]", msg)
+    assert.matches("env://VAR", msg, 1, true)
+    assert.is_nil(msg:find("hunter2", 1, true))
+  end)
+
+  it("reports every malformed reference at once, each with why", function()
+    local code, msg = build_fails(cfg_of([[
+secrets:
+  A: op://vault/item
+  B: "op://vault//field"
+  C: env://1BAD
+  D: "op://v/i/f "
+  E: op://v/i/f?attribute
+  F: "op://v/i{/f"
+  OK: op://v/i/f
+]]), { secrets = { "G=op://v/i/f\1x" } })
+    assert.equal(78, code)
+    assert.matches("7 problems", msg, 1, true)
+    assert.matches("secret A: malformed op reference 'op://vault/item': must be op://vault/item/field", msg, 1, true)
+    assert.matches("secret B: .*empty", msg)
+    assert.matches("secret C: .*not a variable name", msg)
+    assert.matches("secret D: .*whitespace", msg)
+    assert.matches("secret E: .*key=value", msg)
+    assert.matches("secret F: .*use the ID", msg)
+    assert.matches("secret G: .*control characters", msg)
+    assert.matches("\\x01", msg, 1, true)
+    assert.is_nil(msg:find("secret OK", 1, true))
+  end)
+
+  it("refuses a URL-like value without a valid scheme", function()
+    local code, msg = build_fails(cfg_of([[
+secrets:
+  X: "my pass://word"
+]]))
+    assert.equal(78, code)
+    assert.matches("secret X looks like a URL", msg, 1, true)
+    assert.is_nil(msg:find("my pass", 1, true))
+  end)
+
+  it("warns about plain values with sensitive names and hints at grants", function()
+    local p = plan.build(cfg_of([[
+secrets:
+  API_KEY: abc
+  db_password: abc
+  GREETING: hi
+  GITHUB_TOKEN: op://v/github/token
+  AWS_SECRET_ACCESS_KEY: env://AWS_SECRET_ACCESS_KEY
+]]))
+    local text = table.concat(p.warnings, "\n")
+    assert.matches("secret API_KEY is a plain value", text, 1, true)
+    assert.matches("secret db_password is a plain value", text, 1, true)
+    assert.is_nil(text:find("GREETING", 1, true))
+    assert.matches("GITHUB_TOKEN is a GitHub credential.*network%-layer injection", text)
+    assert.matches("AWS_SECRET_ACCESS_KEY is a AWS credential", text, 1, true)
+    assert.is_nil(text:find("secret GITHUB_TOKEN is a plain", 1, true))
+  end)
+
+  it("refuses malformed options and names", function()
+    local cfg = cfg_of([[
+env:
+  MODE: x
+secrets:
+  A: op://v/i/a
+]])
+    local code, msg = build_fails(cfg, { secrets = { "NOEQUALS" } })
+    assert.equal(64, code)
+    assert.matches("--secret 'NOEQUALS' must be NAME=REF", msg, 1, true)
+    code, msg = build_fails(cfg, { secrets = { "PATH=op://v/i/f", "X=" } })
+    assert.equal(78, code)
+    assert.matches("--secret PATH: the name is reserved", msg, 1, true)
+    assert.matches("--secret X: the reference is empty", msg, 1, true)
+    code, msg = build_fails(cfg, { secrets = { "MODE=op://v/i/m" }, env = { "A=1" } })
+    assert.equal(78, code)
+    assert.matches("MODE is both a plain environment variable and a secret", msg, 1, true)
+    assert.matches("A is both a plain environment variable and a secret", msg, 1, true)
+  end)
+
+  it("carries the config's warnings and fields into the plan", function()
+    local p = plan.build(cfg_of([[
+image: alpine
+command: [sh]
+runtime: host
+mounts: [ "/a:/b:ro" ]
+bogus: 1
+]]))
+    assert.equal("alpine", p.image)
+    assert.same({ "sh" }, p.command)
+    assert.equal("host", p.runtime)
+    assert.equal("/b", p.mounts[1].container)
+    assert.matches("unknown key 'bogus'", p.warnings[1], 1, true)
+    assert.same({}, p.secrets)
+  end)
+end)
