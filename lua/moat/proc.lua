@@ -1,0 +1,150 @@
+-- Coroutine scheduler over moat.c.proc: tasks run concurrently, each M.run yields until
+-- its child is done, and one C wait call watches every child at once.
+local C = require "moat.c.proc"
+
+local M = {}
+
+-- A task coroutine -> its scheduler; weak so finished tasks vanish.
+local _sched_of = setmetatable({}, { __mode = "k" })
+-- What a task yields, so a stray coroutine.yield in a task is caught.
+local _PARK = {}
+
+local function _current()
+  local co, main = coroutine.running()
+  if main then return nil end
+  return _sched_of[co], co
+end
+
+local function _wake(s, co)
+  s.ready[#s.ready + 1] = co
+end
+
+local function _park()
+  if coroutine.yield(_PARK) ~= _PARK then
+    error("moat.proc: a task was resumed by something other than its scheduler", 2)
+  end
+end
+
+local function _finish(g, i, ok, value)
+  if g.finished then return end
+  if ok then
+    g.results[i] = value
+    g.left = g.left - 1
+    if g.left > 0 then return end
+  else
+    g.err = value
+  end
+  g.finished = true
+  if g.waiter then _wake(g.sched, g.waiter) end
+end
+
+local function _add_task(s, g, i, fn)
+  local co = coroutine.create(function() return fn() end)
+  _sched_of[co] = s
+  s.tasks[co] = { group = g, index = i }
+  _wake(s, co)
+end
+
+local function _resume(s, co)
+  local ok, res = coroutine.resume(co, _PARK)
+  local t = s.tasks[co]
+  if ok and coroutine.status(co) == "suspended" then
+    if res ~= _PARK then
+      ok, res = false, debug.traceback(co, "moat.proc: a task yielded outside moat.proc")
+    else
+      return
+    end
+  elseif not ok and type(res) == "string" then
+    res = debug.traceback(co, res)
+  end
+  s.tasks[co] = nil
+  _finish(t.group, t.index, ok, res)
+end
+
+local function _new_group(s, n, waiter)
+  return { sched = s, left = n, results = {}, finished = n == 0, waiter = waiter }
+end
+
+-- Runs ready tasks and waits on children until group g is finished.
+local function _loop(s, g)
+  while true do
+    while #s.ready > 0 and not g.finished do
+      _resume(s, table.remove(s.ready, 1))
+    end
+    if g.finished then return end
+    local list = {}
+    for p in pairs(s.waiting) do list[#list + 1] = p end
+    if #list == 0 then
+      error("moat.proc: every task is blocked and no process is running")
+    end
+    for _, p in ipairs(C.wait(list)) do
+      local co = s.waiting[p]
+      s.waiting[p] = nil
+      _wake(s, co)
+    end
+  end
+end
+
+-- Hands a process slot to the next queued task, or frees it.
+local function _release(s)
+  local co = table.remove(s.queue, 1)
+  if co then _wake(s, co) else s.alive = s.alive - 1 end
+end
+
+local function _run_sync(argv, opts)
+  local p, msg = C.spawn(argv, opts)
+  if not p then return nil, msg end
+  while not p:done() do C.wait({ p }) end
+  local r = p:result()
+  p:close()
+  return r
+end
+
+-- run(argv, opts) -> { code, signal, stdout, stderr, timed_out, truncated, ms } | nil, msg
+function M.run(argv, opts)
+  local s, co = _current()
+  if not s then return _run_sync(argv, opts) end
+  if s.alive >= s.jobs then
+    s.queue[#s.queue + 1] = co
+    _park()
+  else
+    s.alive = s.alive + 1
+  end
+  local p, msg = C.spawn(argv, opts)
+  if not p then
+    _release(s)
+    return nil, msg
+  end
+  s.waiting[p] = co
+  _park()
+  _release(s)
+  local r = p:result()
+  p:close()
+  return r
+end
+
+-- gather(fns, { jobs = 8 }) -> array of each function's first return value, in order.
+-- Inside a task the functions join the running scheduler and share its process limit.
+function M.gather(fns, opts)
+  local s, co = _current()
+  if s then
+    local g = _new_group(s, #fns, co)
+    for i, fn in ipairs(fns) do _add_task(s, g, i, fn) end
+    if not g.finished then _park() end
+    if g.err ~= nil then error(g.err, 0) end
+    return g.results
+  end
+  local jobs = opts and opts.jobs or 8
+  assert(math.type(jobs) == "integer" and jobs >= 1, "gather: jobs must be an integer >= 1")
+  s = { jobs = jobs, alive = 0, queue = {}, ready = {}, waiting = {}, tasks = {} }
+  local g = _new_group(s, #fns)
+  for i, fn in ipairs(fns) do _add_task(s, g, i, fn) end
+  local ok, err = pcall(_loop, s, g)
+  -- Children of tasks that can no longer be resumed are killed and reaped.
+  for p in pairs(s.waiting) do p:close() end
+  if not ok then error(err, 0) end
+  if g.err ~= nil then error(g.err, 0) end
+  return g.results
+end
+
+return M

@@ -1,0 +1,404 @@
+local proc = require("moat.c.proc")
+
+-- Waits (boundedly) until p is done; returns its result.
+local function finish(p)
+  local give_up = os.time() + 60
+  while not p:done() and os.time() < give_up do proc.wait({ p }, 1000) end
+  assert.is_true(p:done())
+  return p:result()
+end
+
+local function run(argv, opts)
+  local p = assert(proc.spawn(argv, opts))
+  local r = finish(p)
+  local pid = p:pid()
+  p:close()
+  return r, pid
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write_file(path, data, mode)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+  if mode then assert(run({ "chmod", mode, path }).code == 0) end
+end
+
+-- The fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ...
+local function stat(pid)
+  local s = read_file("/proc/" .. pid .. "/stat")
+  if not s then return nil end
+  local fields = {}
+  for f in s:match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = f end
+  return { pid = tonumber(s:match("^(%d+)")), state = fields[1], pgrp = tonumber(fields[3]) }
+end
+
+-- A zombie waiting for some other parent counts as dead.
+local function alive(pid)
+  local st = stat(pid)
+  return st ~= nil and st.state ~= "Z" and st.state ~= "X"
+end
+
+-- Polls (boundedly) until pid is gone: a killed process may take a moment to be reaped.
+local function gone(pid)
+  for _ = 1, 200 do
+    if not alive(pid) then return true end
+    run({ "sleep", "0.05" })
+  end
+  return false
+end
+
+local tmp
+setup(function()
+  tmp = run({ "mktemp", "-d" }).stdout:gsub("\n$", "")
+end)
+teardown(function()
+  run({ "rm", "-rf", tmp })
+end)
+
+describe("moat.c.proc", function()
+  it("reports exit codes", function()
+    local r = run({ "sh", "-c", "exit 7" })
+    assert.equal(7, r.code)
+    assert.is_nil(r.signal)
+    assert.is_false(r.timed_out)
+    assert.is_false(r.truncated)
+    assert.equal("integer", math.type(r.ms))
+    assert.equal(0, run({ "true" }).code)
+  end)
+
+  it("reports death by a signal with code nil", function()
+    local r = run({ "sh", "-c", "kill -KILL $$" })
+    assert.is_nil(r.code)
+    assert.equal(9, r.signal)
+  end)
+
+  it("captures stdout and stderr byte-exact, NUL included", function()
+    local r = run({ "sh", "-c", "printf 'a\\000b\\r\\n'; printf 'e\\000rr' >&2" })
+    assert.equal("a\0b\r\n", r.stdout)
+    assert.equal("e\0rr", r.stderr)
+  end)
+
+  it("passes several MiB through stdin to both output streams", function()
+    local parts = {}
+    for i = 1, 300000 do parts[i] = string.char(i % 256, (i * 7) % 256) .. "line\n" end
+    local data = table.concat(parts)
+    assert.is_true(#data > 2 * 1024 * 1024)
+    local r = run({ "sh", "-c", "tee /dev/stderr" }, { stdin = data })
+    assert.equal(0, r.code)
+    assert.equal(#data, #r.stdout)
+    assert.is_true(r.stdout == data)
+    assert.is_true(r.stderr == data)
+  end)
+
+  it("writes 1 MiB of stdin through cat without deadlock", function()
+    local data = string.rep("0123456789abcdef", 65536)
+    local r = run({ "cat" }, { stdin = data })
+    assert.is_true(r.stdout == data)
+  end)
+
+  it("gives /dev/null as stdin by default and honours empty input", function()
+    assert.equal("", run({ "cat" }).stdout)
+    assert.equal("", run({ "cat" }, { stdin = "" }).stdout)
+    assert.equal("/dev/null\n", run({ "readlink", "/proc/self/fd/0" }).stdout)
+  end)
+
+  it("discards or inherits output streams when asked", function()
+    local r = run({ "sh", "-c", "echo out; echo err >&2" }, { stdout = "null", stderr = "null" })
+    assert.equal("", r.stdout)
+    assert.equal("", r.stderr)
+    assert.equal(0, r.code)
+  end)
+
+  it("gives the child exactly the given environment", function()
+    local r = run({ "env" }, { env = { "A=1", "B=two words", "C=x=y" } })
+    assert.equal("A=1\nB=two words\nC=x=y\n", r.stdout)
+  end)
+
+  it("searches the program in the PATH of the given environment", function()
+    local p, msg, errno = proc.spawn({ "env" }, { env = { "PATH=" .. tmp } })
+    assert.is_nil(p)
+    assert.equal("env: No such file or directory", msg)
+    assert.equal(2, errno)
+    write_file(tmp .. "/hello", "#!/bin/sh\necho hello from PATH\n", "755")
+    assert.equal("hello from PATH\n", run({ "hello" }, { env = { "PATH=/nonexistent:" .. tmp } }).stdout)
+  end)
+
+  it("runs in the given working directory", function()
+    assert.equal("/\n", run({ "pwd" }, { cwd = "/" }).stdout)
+    local p, msg, errno = proc.spawn({ "pwd" }, { cwd = tmp .. "/missing" })
+    assert.is_nil(p)
+    assert.matches("missing: No such file or directory$", msg)
+    assert.equal(2, errno)
+  end)
+
+  it("returns nil, msg, ENOENT for a missing program", function()
+    local p, msg, errno = proc.spawn({ "moat-no-such-program", "x" })
+    assert.is_nil(p)
+    assert.equal("moat-no-such-program: No such file or directory", msg)
+    assert.equal(2, errno)
+    p, msg, errno = proc.spawn({ tmp .. "/absent" })
+    assert.is_nil(p)
+    assert.matches("absent: No such file or directory$", msg)
+    assert.equal(2, errno)
+  end)
+
+  it("returns EACCES for a file that is not executable", function()
+    write_file(tmp .. "/noexec", "#!/bin/sh\necho no\n", "644")
+    local p, msg, errno = proc.spawn({ tmp .. "/noexec" })
+    assert.is_nil(p)
+    assert.matches("Permission denied$", msg)
+    assert.equal(13, errno)
+    p, msg, errno = proc.spawn({ "noexec" }, { env = { "PATH=" .. tmp } })
+    assert.is_nil(p)
+    assert.equal("noexec: Permission denied", msg)
+    assert.equal(13, errno)
+  end)
+
+  it("reports an exec failure from the child, not an exit status", function()
+    write_file(tmp .. "/garbage", "\127\1\2\3 not a program", "755")
+    local p, msg, errno = proc.spawn({ tmp .. "/garbage" })
+    assert.is_nil(p)
+    assert.matches("Exec format error$", msg)
+    assert.equal(8, errno)
+  end)
+
+  it("raises on misuse", function()
+    assert.has_error(function() proc.spawn({ "true" }, { stdni = "x" }) end)
+    assert.has_error(function() proc.spawn({}) end)
+    assert.has_error(function() proc.spawn({ "true", 1 }) end)
+    assert.has_error(function() proc.spawn({ "true" }, { stdout = "file" }) end)
+    assert.has_error(function() proc.spawn({ "true" }, { timeout = "1" }) end)
+    assert.has_error(function() proc.spawn({ "true" }, { env = { "NOEQUALS" } }) end)
+    assert.has_error(function() proc.spawn({ "true" }, { stdin = false }) end)
+    assert.has_error(function() proc.wait({ "not a process" }) end)
+  end)
+
+  it("kills the whole group at the timeout, TERM first", function()
+    local f = tmp .. "/grandchild.pid"
+    local r, pid = run({ "sh", "-c", "sleep 100 & echo $! > " .. f .. "; sleep 100" }, { timeout = 300 })
+    assert.is_true(r.timed_out)
+    assert.is_nil(r.code)
+    assert.equal(15, r.signal)
+    local gpid = assert(tonumber(read_file(f)))
+    assert.is_true(gone(gpid))
+    assert.is_nil(stat(pid))
+  end)
+
+  it("follows TERM with KILL after the grace period", function()
+    local f = tmp .. "/stubborn.pid"
+    local r = run({ "sh", "-c", "trap '' TERM; sleep 100 & echo $! > " .. f .. "; wait" },
+      { timeout = 200, grace = 200 })
+    assert.is_true(r.timed_out)
+    assert.equal(9, r.signal)
+    assert.is_true(gone(assert(tonumber(read_file(f)))))
+  end)
+
+  it("does not hang when a grandchild holds stdout after the child exits", function()
+    local f = tmp .. "/holder.pid"
+    local p = assert(proc.spawn({ "sh", "-c", "sleep 100 & echo $! > " .. f .. "; echo bye" }))
+    local done = {}
+    for _ = 1, 30 do
+      done = proc.wait({ p }, 1000)
+      if #done > 0 then break end
+    end
+    assert.equal(1, #done)
+    local r = p:result()
+    assert.equal("bye\n", r.stdout)
+    assert.equal(0, r.code)
+    assert.is_false(r.timed_out)
+    assert.is_true(gone(assert(tonumber(read_file(f)))))
+    p:close()
+  end)
+
+  it("kills a flooding child at the cap and keeps only cap bytes", function()
+    local r = run({ "yes" }, { cap = 100000 })
+    assert.is_true(r.truncated)
+    assert.equal(9, r.signal)
+    assert.equal(100000, #r.stdout)
+    assert.equal(string.rep("y\n", 50000), r.stdout)
+  end)
+
+  it("keeps memory bounded under a flood with the default cap", function()
+    local function rss()
+      return tonumber(read_file("/proc/self/status"):match("VmRSS:%s+(%d+)"))
+    end
+    local before = rss()
+    local r = run({ "sh", "-c", "cat /dev/zero >&2" }, { cap = 4 * 1024 * 1024 })
+    assert.is_true(r.truncated)
+    assert.equal(4 * 1024 * 1024, #r.stderr)
+    r = nil
+    collectgarbage()
+    assert.is_true(rss() - before < 64 * 1024, "RSS grew by more than 64 MiB")
+  end)
+
+  it("lets the child see only fds 0, 1 and 2", function()
+    -- io.open does not set close-on-exec: moat's own stray fds must not leak either.
+    local stray = assert(io.open(tmp .. "/stray", "w"))
+    local r = run({ "ls", "/proc/self/fd" })
+    stray:close()
+    local fds = {}
+    for fd in r.stdout:gmatch("%d+") do fds[#fds + 1] = tonumber(fd) end
+    -- ls itself holds one more: the directory it is listing.
+    assert.same({ 0, 1, 2, 3 }, fds)
+  end)
+
+  it("puts the child in its own process group unless told otherwise", function()
+    local p = assert(proc.spawn({ "sleep", "100" }))
+    assert.equal(p:pid(), stat(p:pid()).pgrp)
+    p:close()
+    local q = assert(proc.spawn({ "sleep", "100" }, { group = false }))
+    assert.equal(stat("self").pgrp, stat(q:pid()).pgrp)
+    q:close()
+  end)
+
+  it("resets signal dispositions in the child", function()
+    -- moat ignores SIGPIPE; a child must die of it again.
+    local r = run({ "sh", "-c", "kill -PIPE $$; echo survived" })
+    assert.equal(13, r.signal)
+    assert.equal("0000000000000000", run({ "sh", "-c", "grep SigIgn /proc/self/status | cut -f2" }).stdout:gsub("%s", ""))
+  end)
+
+  it("returns from wait as each of several processes finishes", function()
+    local flag = tmp .. "/go"
+    local fast = assert(proc.spawn({ "sh", "-c", "echo fast" }))
+    local slow = assert(proc.spawn({ "sh", "-c", "while [ ! -e " .. flag .. " ]; do sleep 0.02; done; echo slow" }))
+    local done = proc.wait({ fast, slow }, 30000)
+    assert.same({ fast }, done)
+    assert.is_false(slow:done())
+    assert.is_nil(slow:result())
+    write_file(flag, "")
+    done = proc.wait({ slow }, 30000)
+    assert.same({ slow }, done)
+    assert.equal("fast\n", fast:result().stdout)
+    assert.equal("slow\n", slow:result().stdout)
+    fast:close()
+    slow:close()
+  end)
+
+  it("returns after the timeout when nothing is done", function()
+    local p = assert(proc.spawn({ "sleep", "100" }))
+    local done, streaming = proc.wait({ p }, 50)
+    assert.same({}, done)
+    assert.same({}, streaming)
+    p:close()
+  end)
+
+  it("wakes a streaming waiter on new output and drains it", function()
+    local flag = tmp .. "/more"
+    local p = assert(proc.spawn({ "sh", "-c",
+      "echo one; echo uno >&2; while [ ! -e " .. flag .. " ]; do sleep 0.02; done; echo two" },
+      { stream = true }))
+    local out, err = "", ""
+    while not (out:find("one\n", 1, true) and err:find("uno\n", 1, true)) do
+      local done, streaming = proc.wait({ p }, 30000)
+      assert.same({}, done)
+      assert.same({ p }, streaming)
+      local o, e = p:drain()
+      out, err = out .. o, err .. e
+    end
+    assert.equal("one\n", out)
+    assert.equal("uno\n", err)
+    write_file(flag, "")
+    local r = finish(p)
+    local o, e = p:drain()
+    assert.equal("two\n", o)
+    assert.equal("", e)
+    assert.equal("", p:result().stdout)
+    assert.equal(0, r.code)
+    p:close()
+  end)
+
+  it("records caught signals and wakes wait", function()
+    assert.is_true(proc.catch_signals({ "HUP", "USR1" }))
+    local me = stat("self").pid
+    local p = assert(proc.spawn({ "sh", "-c", "kill -HUP " .. me .. "; kill -USR1 " .. me .. "; sleep 100" }))
+    local got = {}
+    for _ = 1, 30 do
+      local done = proc.wait({ p }, 1000)
+      assert.same({}, done)
+      for _, s in ipairs(proc.pending_signals()) do got[#got + 1] = s end
+      if #got == 2 then break end
+    end
+    assert.same({ proc.signum("HUP"), proc.signum("USR1") }, got)
+    assert.same({}, proc.pending_signals())
+    assert.is_true(proc.restore_signals())
+    p:close()
+  end)
+
+  it("maps signal names and numbers", function()
+    assert.equal(15, proc.signum("TERM"))
+    assert.equal(15, proc.signum("SIGTERM"))
+    assert.equal(2, proc.signum("INT"))
+    assert.is_nil(proc.signum("NOPE"))
+    assert.equal("HUP", proc.signame(1))
+    assert.equal("KILL", proc.signame(9))
+    assert.is_nil(proc.signame(1000))
+  end)
+
+  it("signals the group with kill and terminates with TERM then KILL", function()
+    local p = assert(proc.spawn({ "sleep", "100" }))
+    assert.is_true(p:kill("INT"))
+    assert.equal(2, finish(p).signal)
+    assert.is_false(p:kill())
+    assert.has_error(function() p:kill("NOPE") end)
+    p:close()
+
+    local q = assert(proc.spawn({ "sh", "-c", "trap '' TERM; echo ready; sleep 100" }, { stream = true }))
+    proc.wait({ q }, 30000)
+    local r = q:terminate(100)
+    assert.equal(9, r.signal)
+    assert.equal("ready\n", r.stdout)
+    assert.is_true(q:done())
+    q:close()
+
+    local t = assert(proc.spawn({ "sleep", "100" }))
+    assert.equal(15, t:terminate().signal)
+    t:close()
+  end)
+
+  it("kills and reaps a running child on __close and raises on later use", function()
+    local pid, handle
+    do
+      local p <close> = assert(proc.spawn({ "sleep", "100" }))
+      pid, handle = p:pid(), p
+      assert.is_true(alive(pid))
+    end
+    -- Reaped by us, so not even a zombie remains.
+    assert.is_nil(stat(pid))
+    assert.has_error(function() handle:result() end, "process handle is closed")
+    handle:close()
+  end)
+
+  it("kills a running child when the handle is collected", function()
+    local pid = assert(proc.spawn({ "sleep", "100" })):pid()
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(stat(pid))
+  end)
+
+  it("leaves no zombie and no fd behind", function()
+    local function fd_count()
+      local n = 0
+      for _ in run({ "ls", "/proc/" .. stat("self").pid .. "/fd" }).stdout:gmatch("%d+") do n = n + 1 end
+      return n
+    end
+    local before = fd_count()
+    local pids = {}
+    for i = 1, 20 do
+      local r, pid = run({ "sh", "-c", "echo " .. i .. "; exit " .. i })
+      assert.equal(i, r.code)
+      pids[i] = pid
+    end
+    assert.is_true(proc.spawn({ "moat-no-such-program" }) == nil)
+    assert.equal(before, fd_count())
+    for _, pid in ipairs(pids) do assert.is_nil(stat(pid)) end
+  end)
+end)
