@@ -1,0 +1,138 @@
+-- The bubblewrap runtime: the host's root read-only in new namespaces, the workspace at /workspace,
+-- a fresh /tmp, /dev and /proc; values only in the environ it is exec'd with (never --setenv).
+-- The image is ignored: the sandbox runs the host's own programs.
+local M = {
+  name = "bwrap",
+  uses_image = false,
+  description = "bubblewrap sandbox (host root read-only, new namespaces); the image is ignored",
+  install_hint = "install bubblewrap (Debian: apt-get install bubblewrap)",
+}
+
+M.DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+-- Host directories replaced by an empty tmpfs: homes hold credentials (~/.aws, ~/.ssh, moat's
+-- own keys) and /run holds daemon sockets (docker.sock) that would undo the sandbox.
+M.HIDDEN = { home = true, root = true, run = true }
+-- Mounted fresh below rather than bound from the host.
+local FRESH = { proc = true, dev = true, tmp = true, workspace = true }
+
+-- Variables of moat's environment kept in the sandbox's environ (HOME is /tmp there).
+M.KEEP = { "TERM", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "USER", "LOGNAME", "NO_COLOR", "COLORTERM" }
+
+local function _fail(msg)
+  local exit = require("moat.exit")
+  exit.fail(exit.CONFIG, msg)
+end
+
+local function _path(what, s)
+  if s == "" or s:sub(1, 1) ~= "/" or s:find("[%z\1-\31\127]") then
+    _fail(("%s '%s' must be an absolute path without control characters"):format(what,
+      (s:gsub("[%z\1-\31\127]", "?"))))
+  end
+  return s
+end
+
+-- Says whether bwrap can start a sandbox here. ctx.run(argv, timeout_ms) -> result.
+function M.probe(ctx)
+  local r = ctx.run({ "bwrap", "--ro-bind", "/", "/", "--unshare-all", "--", "true" }, 5000)
+  if not r then return nil, "bubblewrap is not installed (no bwrap on PATH)" end
+  if r.timed_out or r.code ~= 0 then
+    return nil, "bwrap cannot create a sandbox here (user namespaces may be disabled)"
+  end
+  return true
+end
+
+-- Returns the bwrap arguments that rebuild the host's root read-only, one top-level entry at a
+-- time so that /workspace and the mount points can be made in the sandbox's own root.
+function M.root_args(root)
+  local lfs = require("lfs")
+  root = root or "/"
+  local names = {}
+  for n in lfs.dir(root) do
+    if n ~= "." and n ~= ".." then names[#names + 1] = n end
+  end
+  table.sort(names)
+  local args = {}
+  local function add(...) for _, a in ipairs({ ... }) do args[#args + 1] = a end end
+  for _, n in ipairs(names) do
+    local p = "/" .. n
+    local a = lfs.symlinkattributes(root == "/" and p or root .. p)
+    if FRESH[n] or not a or n:find("[%z\1-\31\127]") then
+      -- made below, vanished, or a name we will not pass on
+    elseif M.HIDDEN[n] then
+      if a.mode == "directory" then add("--tmpfs", p) end
+    elseif a.mode == "link" then
+      add("--symlink", a.target, p)
+    elseif a.mode == "directory" or a.mode == "file" then
+      add("--ro-bind", p, p)
+    end
+  end
+  return args
+end
+
+local function _environ(spec)
+  local env = { PATH = M.DEFAULT_PATH, HOME = "/tmp" }
+  for _, k in ipairs(M.KEEP) do
+    local v = spec.environ and spec.environ[k]
+    if v then env[k] = v end
+  end
+  for _, v in ipairs(spec.vars or {}) do
+    if v.value ~= nil then env[v.name] = v.value end
+  end
+  local out = {}
+  for k, v in pairs(env) do out[#out + 1] = k .. "=" .. v end
+  table.sort(out)
+  return out, env.PATH
+end
+
+-- Returns true when `cmd` names a file the sandbox could execute (searched on `path`).
+function M.findable(cmd, path)
+  local lfs = require("lfs")
+  if cmd:find("/", 1, true) then
+    -- Only host paths outside what the sandbox mounts fresh can be checked from here.
+    if cmd:sub(1, 1) ~= "/" or cmd:match("^/workspace/") or cmd:match("^/tmp/") then return true end
+    return lfs.attributes(cmd, "mode") ~= nil
+  end
+  for dir in path:gmatch("[^:]+") do
+    local mode = lfs.attributes(dir .. "/" .. cmd, "mode")
+    if mode == "file" then return true end
+  end
+  return false
+end
+
+-- Returns the launch for `spec` (see moat.runtime).
+function M.prepare(spec)
+  local argv = { "bwrap", "--die-with-parent", "--unshare-all" }
+  local function add(...) for _, a in ipairs({ ... }) do argv[#argv + 1] = a end end
+  if spec.network ~= "none" then add("--share-net") end
+  -- Without a TTY of its own the command gets a new session, so it cannot push input into
+  -- moat's terminal (TIOCSTI); an interactive one keeps the terminal as its controlling one.
+  if not spec.interactive then add("--new-session") end
+  for _, a in ipairs(spec.root_args or M.root_args()) do add(a) end
+  add("--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp")
+  add("--bind", _path("workspace", spec.workspace), "/workspace")
+  for _, m in ipairs(spec.mounts or {}) do
+    add(m.ro and "--ro-bind" or "--bind", _path("mount", m.host), _path("mount", m.container))
+  end
+  add("--remount-ro", "/", "--chdir", "/workspace", "--")
+  local command = spec.command or { "sh" }
+  for _, a in ipairs(command) do add(a) end
+  local env, path = _environ(spec)
+  local notes = { "the image is ignored: bwrap runs the host's programs with the host's root read-only" }
+  local c = spec.container or {}
+  if c.memory or c.cpus then notes[#notes + 1] = "container.memory and container.cpus are not applied by bwrap" end
+  local missing
+  if not M.findable(command[1], path) then
+    missing = command[1] .. ": command not found in the sandbox (PATH=" .. path .. ")"
+  end
+  return {
+    argv = argv,
+    env = env,
+    group = not (spec.interactive and spec.tty),
+    stdin = spec.interactive and true or nil,
+    notes = notes,
+    not_found = missing,
+  }
+end
+
+return M
