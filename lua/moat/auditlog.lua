@@ -391,7 +391,11 @@ function M.verify(path, opts)
   local file, dir = _log_path(path)
   local text = _read(file)
   if not text then
-    return _report("invalid", { records = 0, reason = "cannot read " .. file })
+    -- A run killed between creating its directory and its first write has no log.
+    if _is_dir(dir) and lfs.attributes(file, "mode") == nil and not _read(dir .. "/" .. M.SIG) then
+      return _report("unfinished", { records = 0, reason = "no records and no signature — the run did not finish" })
+    end
+    return _report("invalid", { bad_seq = 1, records = 0, reason = "cannot read " .. file })
   end
   local lines, rest = _lines(text)
   local torn = rest ~= ""
@@ -407,9 +411,6 @@ function M.verify(path, opts)
   local count = #lines
   local sigtext = _read(dir .. "/" .. M.SIG)
   if not sigtext then
-    if count == 0 then
-      return _report("invalid", { bad_seq = 1, reason = "the log has no records", records = 0, torn = torn })
-    end
     return _report("unfinished", {
       records = count, torn = torn,
       reason = "no signature — the run did not finish" .. (torn and " (the last line is torn)" or ""),
