@@ -178,6 +178,7 @@ describe("moat.c.proc", function()
     assert.has_error(function() proc.spawn({ "true" }, { timeout = "1" }) end)
     assert.has_error(function() proc.spawn({ "true" }, { env = { "NOEQUALS" } }) end)
     assert.has_error(function() proc.spawn({ "true" }, { stdin = false }) end)
+    assert.has_error(function() proc.spawn({ "true" }, { cwd = 1 }) end)
     assert.has_error(function() proc.wait({ "not a process" }) end)
   end)
 
@@ -226,15 +227,16 @@ describe("moat.c.proc", function()
     assert.equal(string.rep("y\n", 50000), r.stdout)
   end)
 
-  it("keeps memory bounded under a flood with the default cap", function()
+  it("keeps memory bounded under a flood", function()
     local function rss()
       return tonumber(read_file("/proc/self/status"):match("VmRSS:%s+(%d+)"))
     end
     local before = rss()
-    local r = run({ "sh", "-c", "cat /dev/zero >&2" }, { cap = 4 * 1024 * 1024 })
-    assert.is_true(r.truncated)
-    assert.equal(4 * 1024 * 1024, #r.stderr)
-    r = nil
+    for _ = 1, 3 do
+      local r = run({ "sh", "-c", "cat /dev/zero >&2" }, { cap = 4 * 1024 * 1024 })
+      assert.is_true(r.truncated)
+      assert.equal(4 * 1024 * 1024, #r.stderr)
+    end
     collectgarbage()
     assert.is_true(rss() - before < 64 * 1024, "RSS grew by more than 64 MiB")
   end)
@@ -263,7 +265,8 @@ describe("moat.c.proc", function()
     -- moat ignores SIGPIPE; a child must die of it again.
     local r = run({ "sh", "-c", "kill -PIPE $$; echo survived" })
     assert.equal(13, r.signal)
-    assert.equal("0000000000000000", run({ "sh", "-c", "grep SigIgn /proc/self/status | cut -f2" }).stdout:gsub("%s", ""))
+    local ignored = run({ "sh", "-c", "grep SigIgn /proc/self/status | cut -f2" }).stdout
+    assert.equal("0000000000000000\n", ignored)
   end)
 
   it("returns from wait as each of several processes finishes", function()

@@ -787,8 +787,10 @@ static int l_spawn(lua_State *L)
         luaL_error(L, "spawn: option 'stdin' must be a string, true or nil");
     int out_mode = opt_mode(L, "stdout"), err_mode = opt_mode(L, "stderr");
     const char *cwd = NULL;
-    if (lua_getfield(L, 2, "cwd") != LUA_TNIL && !(cwd = lua_tostring(L, -1)))
+    int cwd_type = lua_getfield(L, 2, "cwd");
+    if (cwd_type != LUA_TNIL && cwd_type != LUA_TSTRING)
         luaL_error(L, "spawn: option 'cwd' must be a string");
+    cwd = lua_tostring(L, -1);
     lua_Integer cap = opt_int(L, "cap", DEFAULT_CAP, 1);
     lua_Integer timeout = opt_int(L, "timeout", -1, 0);
     lua_Integer grace = opt_int(L, "grace", DEFAULT_GRACE, 0);
