@@ -8,7 +8,7 @@ local M = {
 M.batch = 10
 
 local _MAX_NAME = 2048
-local _MAX_REASON = 300
+local _MAX_REASON = 400
 
 local _INSTALL_FIX = "install the AWS CLI (https://aws.amazon.com/cli/ or your package manager) "
   .. "and make sure `aws` is on PATH"
@@ -153,31 +153,44 @@ local function _classify(r, region)
     fix = "run the same `aws ssm get-parameters --names …` by hand to see the full error" }
 end
 
--- Splits one region's names into calls of at most M.batch names. A call never holds two names
--- of the same parameter, so a response entry without a Selector field names one request.
+-- Splits one region's names into as few calls of at most M.batch names as possible, none
+-- holding two names of the same parameter (so a response entry without a Selector field names
+-- one request). Each parameter's names go to the least-filled calls, which keeps every call
+-- within M.batch: ⌈n/10⌉ calls, or more only when a parameter is asked for at more versions.
 local function _chunks(names, paths)
-  local chunks = {}
+  local groups, order = {}, {}
   for _, n in ipairs(names) do
-    local placed
-    for _, c in ipairs(chunks) do
-      if #c.names < M.batch and not c.paths[paths[n]] then
-        placed = c
-        break
-      end
+    local p = paths[n]
+    if not groups[p] then
+      groups[p] = { at = #order + 1 }
+      order[#order + 1] = p
     end
-    if not placed then
-      placed = { names = {}, paths = {} }
-      chunks[#chunks + 1] = placed
-    end
-    placed.names[#placed.names + 1] = n
-    placed.paths[paths[n]] = true
+    table.insert(groups[p], n)
+  end
+  local k = math.ceil(#names / M.batch)
+  for _, p in ipairs(order) do k = math.max(k, #groups[p]) end
+  table.sort(order, function(a, b)
+    local ga, gb = groups[a], groups[b]
+    if #ga ~= #gb then return #ga > #gb end
+    return ga.at < gb.at
+  end)
+  local chunks = {}
+  for i = 1, k do chunks[i] = { names = {}, index = i } end
+  for _, p in ipairs(order) do
+    local free = {}
+    for i = 1, k do free[i] = chunks[i] end
+    table.sort(free, function(a, b)
+      if #a.names ~= #b.names then return #a.names < #b.names end
+      return a.index < b.index
+    end)
+    for j, n in ipairs(groups[p]) do table.insert(free[j].names, n) end
   end
   return chunks
 end
 
-local function _spawn_failure(msg)
+local function _spawn_failure(msg, errno)
   msg = tostring(msg or "")
-  if msg:find("No such file", 1, true) or msg:find("not found", 1, true) or msg:find("ENOENT", 1, true) then
+  if errno == 2 or msg:find("No such file", 1, true) or msg:find("not found", 1, true) or msg:find("ENOENT", 1, true) then
     return { kind = "unavailable", reason = "the aws CLI is not installed or not on PATH", fix = _INSTALL_FIX }
   end
   return { kind = "unavailable", reason = "could not start the aws CLI: " .. _sanitize(msg, {}),
@@ -200,8 +213,10 @@ local function _call(ctx, region, names)
     for _, n in ipairs(names) do out.fails[n] = f end
     return out
   end
-  local r, err = ctx.run(argv, {})
-  if not r then return fail_all(_spawn_failure(err)) end
+  local r, err, errno = ctx.run(argv, {})
+  if not r then return fail_all(_spawn_failure(err, errno)) end
+  local cut = ctx.run_failure and ctx.run_failure(r, "aws")
+  if cut then return fail_all(cut) end
   if r.timed_out then
     return fail_all({ kind = "timeout", reason = "aws ssm get-parameters did not finish in time",
       fix = "check the network and the region, or raise --timeout" })
@@ -247,9 +262,9 @@ end
 
 -- Optional readiness check: true | nil, reason, fix.
 function M.check(ctx)
-  local r, err = ctx.run({ "aws", "--version" }, {})
+  local r, err, errno = ctx.run({ "aws", "--version" }, {})
   if not r then
-    local f = _spawn_failure(err)
+    local f = _spawn_failure(err, errno)
     return nil, f.reason, f.fix
   end
   if r.code ~= 0 then
@@ -294,7 +309,7 @@ function M.resolve(requests, ctx)
     for i, j in ipairs(jobs) do
       fns[i] = function() return _call(ctx, j.group.region, j.names) end
     end
-    results = require("moat.proc").gather(fns)
+    results = (ctx.gather or require("moat.proc").gather)(fns)
   else
     results = {}
   end
