@@ -108,8 +108,13 @@ function M.new(client)
     local function add(...) for _, a in ipairs({ ... }) do argv[#argv + 1] = a end end
     if not spec.keep then add("--rm") end
     add("--name", name, "--label", "moat.run=" .. spec.run_id)
-    -- An init as PID 1 passes signals on to the command and reaps its children.
+    -- An init as PID 1 passes signals on to the command and reaps its children. podman's
+    -- default (catatonit) reports a command it cannot find as 1, tini as 127 like docker's.
     add("--init")
+    if client == "podman" then
+      local tini = spec.tini or require("moat.runtime").which("tini-static")
+      if tini then add("--init-path", tini) end
+    end
     add("-v", _path("workspace", spec.workspace) .. ":/workspace", "-w", "/workspace")
     if spec.interactive then
       add("-i")

@@ -1,0 +1,268 @@
+-- Integration: `moat run` on real runtimes started by the suite — a private Docker Engine,
+-- podman with its own storage, bubblewrap — with the same scenarios on each.
+local t = require("support.moat")
+local proc = require("moat.c.proc")
+local sys = require("moat.c.system")
+local dockerd = require("support.dockerd")
+local podman = require("support.podman")
+
+local VALUES = {
+  T_MULTI = "-----BEGIN KEY-----\nline two with  spaces\n\tand a tab\n-----END KEY-----\n",
+  T_SPACES = "  leading and trailing = \"quoted\" 'single'  ",
+  T_UTF = "héllo wörld ✓ 秘密の値",
+  T_TOKEN = "tok-4f9a7c21be8d03e6",
+}
+
+local CONFIG = [[
+name: itest
+secrets:
+  MULTI: env://T_MULTI
+  SPACES: env://T_SPACES
+  UTF: env://T_UTF
+  TOKEN: env://T_TOKEN
+env:
+  PLAIN: "a plain value: 1.0"
+]]
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function exists(path)
+  return require("lfs").attributes(path, "mode") ~= nil
+end
+
+-- Processes whose command line contains `needle`: array of pids.
+local function cmdline_holding(needle)
+  local lfs = require("lfs")
+  local found = {}
+  for pid in lfs.dir("/proc") do
+    if pid:match("^%d+$") then
+      local s = read("/proc/" .. pid .. "/cmdline")
+      if s and s:find(needle, 1, true) then found[#found + 1] = pid end
+    end
+  end
+  return found
+end
+
+local runtimes = {
+  {
+    name = "docker",
+    start = function()
+      local d, why = dockerd.start()
+      if not d then return nil, why end
+      return {
+        handle = d, stop = function() dockerd.stop(d) end,
+        args = { "--runtime", "docker", "--image", dockerd.IMAGE },
+        env = { DOCKER_HOST = d.host, MOAT_NETWORK = "none" },
+        left = function()
+          local r = d.docker({ "ps", "-aq", "--filter", "label=moat.run" })
+          assert.equal(0, r.code, r.stderr)
+          return r.stdout
+        end,
+      }
+    end,
+  },
+  {
+    name = "podman",
+    start = function()
+      local p, why = podman.start()
+      if not p then return nil, why end
+      return {
+        handle = p, stop = function() podman.stop(p) end,
+        args = { "--runtime", "podman", "--image", podman.IMAGE },
+        env = { CONTAINERS_CONF = p.env.CONTAINERS_CONF, CONTAINERS_STORAGE_CONF = p.env.CONTAINERS_STORAGE_CONF },
+        left = function()
+          local r = p.podman({ "ps", "-aq", "--filter", "label=moat.run" })
+          assert.equal(0, r.code, r.stderr)
+          return r.stdout
+        end,
+      }
+    end,
+  },
+  {
+    name = "bwrap",
+    start = function()
+      if t.exec({ "bwrap", "--ro-bind", "/", "/", "--unshare-all", "--", "true" }).code ~= 0 then
+        return nil, "bwrap cannot create a sandbox here"
+      end
+      return {
+        stop = function() end,
+        args = { "--runtime", "bwrap" },
+        env = {},
+        left = function()
+          return table.concat(cmdline_holding("moat-itest-sleeper"), " ")
+        end,
+      }
+    end,
+  },
+}
+
+for _, rt in ipairs(runtimes) do
+  describe("moat run on " .. rt.name .. " (real runtime)", function()
+    local r, why, ws, home
+
+    lazy_setup(function()
+      r, why = rt.start()
+    end)
+
+    lazy_teardown(function()
+      if r then r.stop() end
+    end)
+
+    before_each(function()
+      if not r then pending(rt.name .. " is not available: " .. tostring(why)) end
+      ws = t.tmpdir()
+      home = t.tmpdir()
+      t.write(ws .. "/moat.yaml", CONFIG)
+    end)
+
+    after_each(function()
+      if ws then t.rmtree(ws) end
+      if home then t.rmtree(home) end
+    end)
+
+    local function env(extra)
+      local e = { MOAT_HOME = home, MOAT_RUNTIME = false, MOAT_NETWORK = false }
+      for k, v in pairs(VALUES) do e[k] = v end
+      for k, v in pairs(r.env) do e[k] = v end
+      for k, v in pairs(extra or {}) do e[k] = v end
+      return e
+    end
+
+    local function argv(extra, command)
+      local a = { "run", ws }
+      for _, x in ipairs(r.args) do a[#a + 1] = x end
+      for _, x in ipairs(extra or {}) do a[#a + 1] = x end
+      if command then
+        a[#a + 1] = "--"
+        for _, x in ipairs(command) do a[#a + 1] = x end
+      end
+      return a
+    end
+
+    local function moat(extra, command, opts)
+      opts = opts or {}
+      return t.moat(argv(extra, command), { env = env(opts.env) })
+    end
+
+    it("hands over values byte-exact and env values, in a writable /workspace", function()
+      local script = 'for v in MULTI SPACES UTF TOKEN PLAIN; do eval "printf %s \\"\\$$v\\"" > /workspace/out.$v; done;'
+        .. ' ls /workspace > /workspace/listing'
+      local code, out, err = moat({ "--no-mask" }, { "sh", "-c", script })
+      assert.equal(0, code, err)
+      assert.equal("", out)
+      assert.equal(VALUES.T_MULTI, read(ws .. "/out.MULTI"))
+      assert.equal(VALUES.T_SPACES, read(ws .. "/out.SPACES"))
+      assert.equal(VALUES.T_UTF, read(ws .. "/out.UTF"))
+      assert.equal(VALUES.T_TOKEN, read(ws .. "/out.TOKEN"))
+      assert.equal("a plain value: 1.0", read(ws .. "/out.PLAIN"))
+      assert.matches("moat.yaml", read(ws .. "/listing"), 1, true)
+    end)
+
+    it("passes the command's exit status through unchanged", function()
+      for _, c in ipairs({ 0, 3, 42 }) do
+        local code, _, err = moat({}, { "sh", "-c", "exit " .. c })
+        assert.equal(c, code, err)
+      end
+      local code = moat({}, { "sh", "-c", "exit 127" })
+      assert.equal(127, code)
+      code = moat({}, { "no-such-command-here" })
+      assert.equal(127, code)
+      code = moat({}, { "sh", "-c", "kill -9 $$" })
+      assert.equal(137, code)
+      assert.equal("", r.left())
+    end)
+
+    it("--dry-run shows names and the runtime argv, resolves and launches nothing", function()
+      local code, out, err = moat({ "--dry-run" }, { "sh", "-c", "touch /workspace/ran" })
+      assert.equal(0, code, err)
+      assert.is_false(exists(ws .. "/ran"))
+      assert.matches("runtime: " .. rt.name, out, 1, true)
+      assert.matches("secret: MULTI  env  env://T_MULTI", out, 1, true)
+      if rt.name ~= "bwrap" then
+        assert.matches("--env MULTI --env", out, 1, true)
+      end
+      for _, v in pairs(VALUES) do
+        assert.is_nil(out:find(v, 1, true))
+        assert.is_nil(err:find(v, 1, true))
+      end
+      assert.is_nil(out:find("a plain value", 1, true))
+      assert.equal("", r.left())
+      -- Even a missing secret does not stop a dry run: nothing is resolved.
+      code = moat({ "--dry-run" }, { "true" }, { env = { T_TOKEN = false } })
+      assert.equal(0, code)
+    end)
+
+    it("keeps values out of every command line and leaves nothing behind on SIGTERM", function()
+      local p = assert(proc.spawn({ MOAT_BIN, table.unpack(argv({}, { "sh", "-c",
+        "touch /workspace/ready; sleep 30; : moat-itest-sleeper" })) }, {
+        env = t.env(env()), stdout = "pipe", stderr = "pipe", timeout = 120000,
+      }))
+      -- The marker in the script names the sandboxed shell for the bwrap check.
+      local deadline = sys.monotonic_ms() + 60000
+      while not exists(ws .. "/ready") and not p:done() and sys.monotonic_ms() < deadline do
+        proc.wait({ p }, 100)
+      end
+      assert.is_true(exists(ws .. "/ready"), "the command never started")
+      local needles = { VALUES.T_TOKEN, VALUES.T_UTF, VALUES.T_SPACES, "line two with  spaces" }
+      for _, v in ipairs(needles) do
+        assert.same({}, cmdline_holding(v))
+      end
+      assert.is_true(p:kill("TERM"))
+      while not p:done() do proc.wait({ p }, 1000) end
+      local res = p:result()
+      assert.is_true(res.code == 143 or res.code == 137, ("status %s: %s"):format(res.code, res.stderr))
+      assert.equal("", r.left())
+    end)
+
+    it("masks values in the output: whole, split with delays, base64, on stderr", function()
+      local script = table.concat({
+        'printf "whole:%s\\n" "$TOKEN"',
+        'printf "split:%s" "${TOKEN%????????????}"; sleep 1; printf "%s\\n" "${TOKEN#????????}"',
+        'printf %s "$TOKEN" | base64',
+        'printf "err:%s\\n" "$UTF" >&2',
+        'printf "line:%s\\n" "$MULTI"',
+      }, "; ")
+      local code, out, err = moat({}, { "sh", "-c", script })
+      assert.equal(0, code, err)
+      for _, v in pairs(VALUES) do
+        assert.is_nil(out:find(v, 1, true))
+        assert.is_nil(err:find(v, 1, true))
+      end
+      assert.is_nil(out:find(sys.base64(VALUES.T_TOKEN), 1, true))
+      assert.is_nil(out:find("line two with  spaces", 1, true))
+      assert.matches("whole:<concealed by moat>", out, 1, true)
+      assert.matches("err:<concealed by moat>", err, 1, true)
+      -- --no-mask hands the output over as it is.
+      code, out = moat({ "--no-mask" }, { "sh", "-c", 'printf "%s" "$TOKEN"' })
+      assert.equal(0, code)
+      assert.equal(VALUES.T_TOKEN, out)
+    end)
+
+    it("passes output without secrets through byte for byte", function()
+      local bytes = {}
+      math.randomseed(42)
+      for i = 1, 65536 do bytes[i] = string.char(math.random(0, 255)) end
+      local data = table.concat(bytes)
+      t.write(ws .. "/random.bin", data)
+      local code, out, err = moat({ "--mask" }, { "cat", "/workspace/random.bin" })
+      assert.equal(0, code, err)
+      assert.equal(#data, #out)
+      assert.is_true(data == out)
+    end)
+
+    it("launches nothing and exits 69 when a secret cannot be resolved", function()
+      local code, out, err = moat({}, { "sh", "-c", "touch /workspace/ran" }, { env = { T_TOKEN = false } })
+      assert.equal(69, code)
+      assert.equal("", out)
+      assert.matches("TOKEN", err, 1, true)
+      assert.is_false(exists(ws .. "/ran"))
+      assert.equal("", r.left())
+    end)
+  end)
+end
