@@ -25,17 +25,30 @@ function M.site_dir()
   return M._site_default or "/etc/moat"
 end
 
--- Loads one Lua source file as text; refuses precompiled chunks. Returns chunk | nil, message.
-function M.loadfile(path, env)
+-- Reads one Lua source file; refuses precompiled chunks. Returns source | nil, message.
+function M.read(path)
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
   local src = f:read("a")
   f:close()
+  if not src then return nil, path .. ": cannot be read" end
   if src:sub(1, 1) == "\27" then
     return nil, path .. ": precompiled Lua (bytecode) is refused; ship the source file"
   end
+  return src
+end
+
+-- Compiles Lua source text read from `path` (text mode only). Returns chunk | nil, message.
+function M.load(src, path, env)
   if env then return load(src, "@" .. path, "t", env) end
   return load(src, "@" .. path, "t")
+end
+
+-- Loads one Lua source file as text; refuses precompiled chunks. Returns chunk | nil, message.
+function M.loadfile(path, env)
+  local src, err = M.read(path)
+  if not src then return nil, err end
+  return M.load(src, path, env)
 end
 
 -- Finds the file for module `name`: returns path, kind | nil, list of paths tried.
@@ -57,11 +70,15 @@ local function _searcher(name)
   if not path then
     return "\n\tno file '" .. table.concat(kind, "'\n\tno file '") .. "'"
   end
-  if kind == "workspace" and M.workspace_check then
-    local ok, why = M.workspace_check(path)
+  -- Read once: the bytes checked are the bytes compiled, even if the file changes meanwhile.
+  local src, rerr = M.read(path)
+  if not src then error(rerr, 0) end
+  if kind == "workspace" then
+    local ok, why = false, "workspace Lua is not trusted"
+    if M.workspace_check then ok, why = M.workspace_check(path, src) end
     if not ok then error(why, 0) end
   end
-  local chunk, err = M.loadfile(path)
+  local chunk, err = M.load(src, path)
   if not chunk then error(err, 0) end
   M.origin[name] = { file = path, kind = kind }
   return chunk, path
@@ -91,9 +108,12 @@ function M.setup(opts)
   package.searchers[2] = _searcher
 end
 
--- Adds a trusted workspace directory just before the built-in modules; `check(path)` must
--- approve every file loaded from it.
+-- Adds a trusted workspace directory just before the built-in modules; `check(path, source)`
+-- must approve every file loaded from it (-> true | nil, why). Adding it again replaces it.
 function M.add_workspace(dir, check)
+  for i = #M.dirs, 1, -1 do
+    if M.dirs[i].kind == "workspace" then table.remove(M.dirs, i) end
+  end
   for i, d in ipairs(M.dirs) do
     if d.kind == "builtin" then
       table.insert(M.dirs, i, { dir = dir, kind = "workspace" })

@@ -1,0 +1,180 @@
+-- Policy scripts: the site's (${MOAT_SITE_DIR:-/etc/moat}/policy.lua), the user's
+-- (${XDG_CONFIG_HOME:-~/.config}/moat/policy.lua) and a trusted workspace's (.moat/policy.lua),
+-- run in that order on a read-only copy of the plan before any backend is contacted. Each
+-- returns function(plan, ctx); ctx.deny(target, reason) stops the run, ctx.warn(msg) prints.
+-- A script that fails to load or raises is a denial, never a pass.
+local M = {}
+
+local _loader = function() return require("moat.loader") end
+
+-- Returns the policy scripts that exist, in run order: { {path, kind = "site"|"user"|"workspace"} }.
+-- A workspace script is listed only when moat.trust has activated its workspace.
+function M.scripts()
+  local loader = _loader()
+  local lfs = require("lfs")
+  local out = {}
+  local function add(path, kind)
+    if lfs.attributes(path, "mode") then out[#out + 1] = { path = path, kind = kind } end
+  end
+  add(loader.site_dir() .. "/policy.lua", "site")
+  add(loader.user_dir() .. "/policy.lua", "user")
+  local ok, trust = pcall(require, "moat.trust")
+  local ws = ok and trust.active()
+  if ws then add(ws .. "/.moat/policy.lua", "workspace") end
+  return out
+end
+
+-- Returns a read-only view of `t` (deep): writes raise, reads, ipairs, pairs and # work.
+local function _readonly(t, seen)
+  if type(t) ~= "table" then return t end
+  seen = seen or {}
+  if seen[t] then return seen[t] end
+  local copy = {}
+  local proxy = setmetatable({}, {
+    __index = copy,
+    __newindex = function() error("the plan is read-only in a policy script", 2) end,
+    __len = function() return #copy end,
+    __pairs = function() return next, copy, nil end,
+    __metatable = false,
+  })
+  seen[t] = proxy
+  for k, v in pairs(t) do copy[k] = _readonly(v, seen) end
+  return proxy
+end
+
+-- Returns the plan as policy scripts see it: name, workspace, image, command, runtime,
+-- interactive, container, mounts, env, secrets = { {name, ref, backend, plain, parsed, where} }.
+-- Plain secret values are not in it (their ref reads "(plain value)"). Read-only.
+function M.view(plan)
+  local secrets = {}
+  for i, s in ipairs(plan.secrets or {}) do
+    secrets[i] = { name = s.name, ref = s.ref, backend = s.backend, plain = s.plain and true or false,
+      parsed = s.parsed, where = s.where }
+  end
+  local env = {}
+  for i, e in ipairs(plan.env or {}) do env[i] = { name = e.name, value = e.value } end
+  return _readonly({
+    name = plan.name, workspace = plan.workspace, image = plan.image, command = plan.command,
+    runtime = plan.runtime, interactive = plan.interactive, container = plan.container or {},
+    mounts = plan.mounts or {}, env = env, secrets = secrets,
+  })
+end
+
+-- Describes a deny target for people: a secret entry becomes its name, a string stays.
+local function _target(target)
+  if type(target) == "table" then
+    local name = rawget(target, "name") or target.name
+    if name then return tostring(name) end
+    return "the run"
+  end
+  if target == nil then return "the run" end
+  return tostring(target)
+end
+
+-- Finds the innermost stack frame running code of `path`; returns its current line or nil.
+local function _line_in(path, level)
+  local src = "@" .. path
+  for l = level, 60 do
+    local info = debug.getinfo(l, "Sl")
+    if not info then break end
+    if info.source == src and info.currentline and info.currentline > 0 then return info.currentline end
+  end
+  return nil
+end
+
+-- Formats an error raised by script `path`: always names the file and, where known, the line.
+local function _error_text(path, err, line)
+  local msg = type(err) == "string" and err or ("error object " .. tostring(err))
+  local prefix = path .. ":"
+  if msg:sub(1, #prefix) == prefix then return msg end
+  if line then return ("%s:%d: %s"):format(path, line, msg) end
+  return path .. ": " .. msg
+end
+
+-- Runs one script on `view`. Appends to `denials` ({script, target, reason}) and `warnings`.
+local function _run(script, view, denials, warnings, opts)
+  local path = script.path
+  local function deny(target, reason)
+    denials[#denials + 1] = { script = path, kind = script.kind, target = _target(target),
+      reason = reason ~= nil and tostring(reason) or "denied by policy" }
+  end
+  local src, err
+  if script.kind == "workspace" then
+    src, err = require("moat.trust").read_trusted("policy.lua")
+  else
+    src, err = _loader().read(path)
+  end
+  local chunk
+  if src then
+    -- Scripts get their own globals table so that one cannot change another's (or moat's).
+    local env = setmetatable({}, { __index = _G })
+    chunk, err = _loader().load(src, path, env)
+  end
+  if not chunk then
+    deny("policy script", ("cannot load %s: %s"):format(path, tostring(err)))
+    return
+  end
+  local ctx = {
+    script = path, kind = script.kind,
+    deny = function(target, reason) deny(target, reason) end,
+    warn = function(msg)
+      local text = ("policy %s: %s"):format(path, tostring(msg))
+      warnings[#warnings + 1] = text
+      if opts.warn then opts.warn(text) end
+    end,
+    sensitive = function(name) return require("moat.plan").sensitive(tostring(name)) end,
+  }
+  local function handler(e)
+    return _error_text(path, e, _line_in(path, 2))
+  end
+  local ok, fn = xpcall(chunk, handler)
+  if not ok then
+    deny("policy script", "the script raised an error: " .. tostring(fn))
+    return
+  end
+  if type(fn) ~= "function" then
+    deny("policy script", ("%s must return function(plan, ctx), not %s"):format(path, type(fn)))
+    return
+  end
+  local rok, rerr = xpcall(fn, handler, view, ctx)
+  if not rok then deny("policy script", "the script raised an error: " .. tostring(rerr)) end
+end
+
+-- Runs every policy script on `plan`. opts: scripts (list of {path, kind}, default M.scripts()),
+-- warn = fn(text) (default ui.warn). Returns true | nil, denials = { {script, kind, target, reason} },
+-- and in both cases the warnings as a further result.
+function M.check(plan, opts)
+  opts = opts or {}
+  if opts.warn == nil then opts.warn = function(text) require("moat.ui").warn(text) end end
+  local scripts = opts.scripts or M.scripts()
+  local denials, warnings = {}, {}
+  if #scripts == 0 then return true, warnings end
+  local view = M.view(plan)
+  for _, script in ipairs(scripts) do
+    _run(script, view, denials, warnings, opts)
+  end
+  if #denials > 0 then return nil, denials, warnings end
+  return true, warnings
+end
+
+-- Returns the text for people listing `denials`.
+function M.report(denials)
+  local lines = { ("the run was denied by policy (%d reason%s):"):format(#denials, #denials == 1 and "" or "s") }
+  for _, d in ipairs(denials) do
+    lines[#lines + 1] = ("  %s: %s (%s)"):format(d.target, d.reason, d.script)
+  end
+  return table.concat(lines, "\n")
+end
+
+-- Runs the policy on `plan` and raises exit 77 with the report when anything is denied.
+-- Returns the warnings otherwise.
+function M.enforce(plan, opts)
+  local ok, denials, warnings = M.check(plan, opts)
+  if not ok then
+    local exit = require("moat.exit")
+    exit.fail(exit.NOPERM, M.report(denials))
+  end
+  return denials or warnings
+end
+
+return M
