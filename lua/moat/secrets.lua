@@ -190,7 +190,9 @@ local function _context(scheme, state)
       error("ctx.run needs an argv table of strings", 2)
     end
     for i, a in ipairs(argv) do
-      if type(a) ~= "string" or a:find("%z") then error(("ctx.run: argv[%d] must be a string without NUL"):format(i), 2) end
+      if type(a) ~= "string" or a:find("%z") then
+        error(("ctx.run: argv[%d] must be a string without NUL"):format(i), 2)
+      end
       for _, v in ipairs(state.known) do
         if #v >= 6 and a:find(v, 1, true) then error("ctx.run: a secret value must never be put in argv", 2) end
       end
@@ -213,7 +215,8 @@ local function _context(scheme, state)
     r.ms = r.ms or (require("moat.c.system").monotonic_ms() - t0)
     local f = M.run_failure(r, argv[1], timeout_s)
     if f then ctx.last_failure = f end
-    ctx.log(("%s exited %s in %d ms"):format(argv[1], tostring(r.code or r.signal), r.ms))
+    ctx.log(("%s %s in %d ms"):format(argv[1], r.code and ("exited " .. r.code)
+      or ("was killed by signal " .. tostring(r.signal)), r.ms))
     return r
   end
 
