@@ -1,0 +1,355 @@
+-- AWS Secrets Manager through the aws CLI: awssm:///name or awssm://region/name, optionally
+-- #key to take one key of a secret that holds a JSON object. Up to 20 secrets of a region go
+-- in one `aws secretsmanager batch-get-secret-value` call, all calls concurrent; a CLI without
+-- that command (or an identity not allowed to batch) falls back to concurrent get-secret-value.
+local M = {
+  scheme = "awssm",
+  description = "AWS Secrets Manager through the aws CLI (batch-get-secret-value)",
+}
+
+M.batch = 20          -- BatchGetSecretValue takes at most 20 secret ids
+M.no_batch = false    -- set once the CLI turned out not to know batch-get-secret-value
+
+local _MAX_REASON = 300
+local _INSTALL_FIX = "install the AWS CLI (https://aws.amazon.com/cli/ or your package manager) "
+  .. "and make sure `aws` is on PATH"
+
+local function _valid_region(region)
+  return #region <= 32 and region:match("^%l%l%-[%l%-]+%-%d+$") ~= nil
+end
+
+-- Parses "awssm:///name[#key]" or "awssm://region/name[#key]"; returns
+-- { region = string|nil, id = "name" (or an ARN), key = string|nil } | nil, why.
+function M.parse(ref)
+  if type(ref) ~= "string" then return nil, "the reference is not a string" end
+  if ref:find("[%c%s]") then return nil, "the reference contains whitespace or control characters" end
+  local rest = ref:match("^awssm://(.*)$")
+  if not rest then return nil, "a Secrets Manager reference looks like awssm:///name or awssm://region/name" end
+  local body, key = rest:match("^([^#]*)#(.*)$")
+  body = body or rest
+  if key == "" then return nil, "the key after # is empty (awssm:///name#key)" end
+  if key and key:find("#", 1, true) then return nil, "the reference has more than one '#'" end
+  local region, id = body:match("^([^/]*)/(.*)$")
+  if not region then
+    return nil, "a Secrets Manager reference looks like awssm:///name or awssm://region/name"
+  end
+  if region == "" then
+    region = nil
+  elseif not _valid_region(region) then
+    return nil, "'" .. region .. "' is not an AWS region name (like eu-west-1)"
+  end
+  if id == "" then return nil, "the secret name is empty" end
+  if #id > 2048 then return nil, "the secret name is too long" end
+  if id:match("^arn:") then
+    if not id:match("^arn:[%w%-]+:secretsmanager:[%w%-]+:%d+:secret:[%w/_+=.@%-]+$") then
+      return nil, "'" .. id .. "' is not a Secrets Manager secret ARN"
+    end
+  elseif #id > 512 or not id:match("^[%w/_+=.@%-]+$") then
+    return nil, "a secret name holds 1 to 512 letters, digits and / _ + = . @ -"
+  end
+  return { region = region, id = id, key = key }
+end
+
+local _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local _B64_INDEX = {}
+for i = 1, #_B64 do _B64_INDEX[_B64:byte(i)] = i - 1 end
+
+-- Decodes standard base64 (as the CLI prints SecretBinary); returns bytes | nil.
+local function _unbase64(s)
+  s = s:gsub("%s", "")
+  if #s % 4 ~= 0 then return nil end
+  local out, n = {}, 0
+  for i = 1, #s, 4 do
+    local a, b, c, d = s:byte(i, i + 3)
+    local va, vb = _B64_INDEX[a], _B64_INDEX[b]
+    local vc, vd = c ~= 61 and _B64_INDEX[c] or 0, d ~= 61 and _B64_INDEX[d] or 0
+    if not (va and vb and vc and vd) then return nil end
+    local v = (va << 18) | (vb << 12) | (vc << 6) | vd
+    n = n + 1
+    if c == 61 then
+      out[n] = string.char(v >> 16)
+    elseif d == 61 then
+      out[n] = string.char(v >> 16, (v >> 8) & 255)
+    else
+      out[n] = string.char(v >> 16, (v >> 8) & 255, v & 255)
+    end
+  end
+  return table.concat(out)
+end
+
+-- The one line of CLI output worth showing, without control characters, capped.
+local function _said(text)
+  local pick
+  for line in (text or ""):gmatch("[^\r\n]+") do
+    line = line:gsub("%c", " "):match("^%s*(.-)%s*$")
+    if line ~= "" then
+      if line:find("An error occurred", 1, true) or line:find("[Ee]rror") or line:find("Unable to", 1, true)
+        or line:find("Could not", 1, true) then
+        pick = line
+        break
+      end
+      pick = pick or line
+    end
+  end
+  pick = pick or ""
+  if #pick > _MAX_REASON then pick = pick:sub(1, _MAX_REASON) .. "…" end
+  return pick
+end
+
+local function _where(region)
+  return region and ("region " .. region) or "the CLI's default region"
+end
+
+-- Maps an AWS error code (from the CLI's stderr or a batch Errors entry) to a failure.
+local function _by_code(code, region, op)
+  if code == "ResourceNotFoundException" then
+    return { kind = "not_found", reason = "the secret does not exist in " .. _where(region),
+      fix = "check the name and region: `aws secretsmanager list-secrets`" }
+  elseif code == "DecryptionFailure" then
+    return { kind = "auth", reason = "KMS refused to decrypt the secret",
+      fix = "grant kms:Decrypt on the secret's KMS key to this identity" }
+  elseif code == "AccessDeniedException" then
+    return { kind = "auth", reason = "AWS denied access to the secret",
+      fix = "grant secretsmanager:GetSecretValue on the secret to this identity (see `aws sts get-caller-identity`)" }
+  elseif code == "InvalidRequestException" then
+    return { kind = "invalid", reason = "Secrets Manager refused the request (is the secret scheduled for deletion?)",
+      fix = "check the secret with `aws secretsmanager describe-secret --secret-id …`" }
+  elseif code == "ExpiredTokenException" then
+    return { kind = "auth", reason = "the AWS session token has expired",
+      fix = "run `aws sso login` (with the same AWS_PROFILE) or refresh the temporary credentials" }
+  elseif code == "UnrecognizedClientException" or code == "InvalidClientTokenId"
+    or code == "InvalidSignatureException" or code == "SignatureDoesNotMatch" then
+    return { kind = "auth", reason = "AWS rejected the credentials",
+      fix = "check AWS_PROFILE / AWS_ACCESS_KEY_ID and run `aws sts get-caller-identity`" }
+  elseif code == "ThrottlingException" then
+    return { kind = "unavailable", reason = "Secrets Manager throttled the request", fix = "retry later or lower --jobs" }
+  end
+  return { kind = "unavailable", reason = ("aws secretsmanager %s failed%s"):format(op,
+      code and (" (" .. code .. ")") or ""),
+    fix = ("run the same `aws secretsmanager %s` by hand to see the full error"):format(op) }
+end
+
+-- Maps a failed aws call to { kind, reason, fix, global } from its output; `global` marks
+-- failures that no other call could avoid (credentials, network, region).
+local function _classify(r, region, op)
+  local err = (r.stderr or "") .. "\n" .. (r.stdout or "")
+  local function has(s) return err:find(s, 1, true) ~= nil end
+  if has("Unable to locate credentials") or has("NoCredentialsError") then
+    return { global = true, kind = "auth", reason = "the aws CLI found no AWS credentials",
+      fix = "run `aws configure`, set AWS_PROFILE to a configured profile, or run `aws sso login`" }
+  end
+  if has("Could not connect to the endpoint URL") or has("Connect timeout on endpoint URL") then
+    return { global = true, kind = "unavailable", reason = "the aws CLI could not reach Secrets Manager in " .. _where(region),
+      fix = "check the region (awssm://REGION/name, AWS_REGION or AWS_DEFAULT_REGION), the network, "
+        .. "and AWS_ENDPOINT_URL if it is set" }
+  end
+  if has("You must specify a region") or has("NoRegionError") then
+    return { global = true, kind = "invalid", reason = "no AWS region is configured",
+      fix = "write the region in the reference (awssm://us-east-1/name) or set AWS_REGION / `aws configure`" }
+  end
+  if has("Token has expired") or has("token has expired") or has("security token included in the request is expired") then
+    local f = _by_code("ExpiredTokenException", region, op)
+    f.global = true
+    return f
+  end
+  local code = err:match("An error occurred %((%w+)%)")
+  local f = _by_code(code, region, op)
+  f.global = code == "UnrecognizedClientException" or code == "InvalidClientTokenId" or code == "ExpiredTokenException"
+  return f
+end
+
+local function _spawn_failure(msg, errno)
+  msg = tostring(msg or "")
+  if errno == 2 or msg:find("No such file", 1, true) or msg:find("not found", 1, true) then
+    return { global = true, kind = "unavailable", reason = "the aws CLI is not installed or not on PATH", fix = _INSTALL_FIX }
+  end
+  return { global = true, kind = "unavailable", reason = "could not start the aws CLI", fix = _INSTALL_FIX }
+end
+
+local function _argv(op, region, ...)
+  local argv = { "aws", "secretsmanager", op, ... }
+  argv[#argv + 1] = "--output"
+  argv[#argv + 1] = "json"
+  if region then
+    argv[#argv + 1] = "--region"
+    argv[#argv + 1] = region
+  end
+  return argv
+end
+
+-- Runs argv; returns decoded JSON | nil, failure.
+local function _call(ctx, argv, region, op)
+  local r, err, errno = ctx.run(argv, {})
+  if not r then return nil, _spawn_failure(err, errno) end
+  local cut = ctx.run_failure and ctx.run_failure(r, "aws")
+  if cut then return nil, cut end
+  if r.timed_out then
+    return nil, { kind = "timeout", reason = "aws did not finish in time", fix = "check the network, or raise --timeout" }
+  end
+  if r.code ~= 0 then
+    local f = _classify(r, region, op)
+    f.detail = _said(r.stderr)
+    f.unsupported = (r.stderr or ""):find("Invalid choice", 1, true) ~= nil
+    return nil, f
+  end
+  local doc = ctx.json.decode(r.stdout or "")
+  -- The decoder's message may quote the output (a value), so it is not passed on.
+  if type(doc) ~= "table" then
+    return nil, { kind = "unavailable", reason = "aws printed output that is not the expected JSON",
+      fix = "check that `aws` is the AWS CLI and that AWS_DEFAULT_OUTPUT or a cli_pager does not interfere" }
+  end
+  return doc
+end
+
+-- Returns the secret's bytes from a GetSecretValue-shaped entry | nil, failure.
+local function _payload(entry)
+  if type(entry.SecretString) == "string" then return entry.SecretString end
+  if type(entry.SecretBinary) == "string" then
+    local bytes = _unbase64(entry.SecretBinary)
+    if bytes then return bytes end
+  end
+  return nil, { kind = "invalid", reason = "the secret has neither SecretString nor SecretBinary",
+    fix = "store a value in the secret: `aws secretsmanager put-secret-value`" }
+end
+
+-- Fetches `ids` of one region one call each, concurrently; returns { [id] = payload | failure table }.
+local function _singles(ctx, region, ids)
+  local fns = {}
+  for i, id in ipairs(ids) do
+    fns[i] = function()
+      local doc, f = _call(ctx, _argv("get-secret-value", region, "--secret-id", id), region, "get-secret-value")
+      if not doc then return f end
+      local v, pf = _payload(doc)
+      return v or pf
+    end
+  end
+  local results = #fns == 1 and { fns[1]() } or ctx.gather(fns)
+  local out = {}
+  for i, id in ipairs(ids) do out[id] = results[i] end
+  return out
+end
+
+-- Fetches ≤ M.batch ids of one region with one batch call; returns { [id] = payload | failure }.
+local function _batch(ctx, region, ids)
+  if M.no_batch then return _singles(ctx, region, ids) end
+  local argv = _argv("batch-get-secret-value", region, "--secret-id-list", table.unpack(ids))
+  local doc, f = _call(ctx, argv, region, "batch-get-secret-value")
+  if not doc then
+    if f.unsupported then M.no_batch = true end
+    -- An old CLI, or an identity allowed GetSecretValue but not the batch call: ask one by one,
+    -- which also names the failing secrets. Failures no call can avoid are not retried.
+    if f.unsupported or (not f.global and f.kind ~= "timeout") then return _singles(ctx, region, ids) end
+    local out = {}
+    for _, id in ipairs(ids) do out[id] = f end
+    return out
+  end
+  local out = {}
+  local by_name, by_arn = {}, {}
+  for _, e in ipairs(type(doc.SecretValues) == "table" and doc.SecretValues or {}) do
+    if type(e) == "table" then
+      if type(e.Name) == "string" then by_name[e.Name] = e end
+      if type(e.ARN) == "string" then by_arn[e.ARN] = e end
+    end
+  end
+  for _, e in ipairs(type(doc.Errors) == "table" and doc.Errors or {}) do
+    if type(e) == "table" and type(e.SecretId) == "string" then
+      local fail = _by_code(type(e.ErrorCode) == "string" and e.ErrorCode or nil, region, "batch-get-secret-value")
+      if type(e.Message) == "string" then fail.detail = _said(e.Message) end
+      out[e.SecretId] = fail
+    end
+  end
+  for _, id in ipairs(ids) do
+    local e = by_name[id] or by_arn[id]
+    if e then
+      local v, pf = _payload(e)
+      out[id] = v or pf
+    elseif out[id] == nil then
+      out[id] = { kind = "unavailable", reason = "batch-get-secret-value returned nothing for it",
+        fix = "run `aws secretsmanager get-secret-value --secret-id …` by hand to see why" }
+    end
+  end
+  return out
+end
+
+-- Takes `key` of the JSON object in `payload`; returns the value | nil, failure.
+local function _take(ctx, payload, key)
+  local obj = ctx.json.decode(payload)
+  if type(obj) ~= "table" or getmetatable(obj) == ctx.json.array_mt then
+    return nil, { kind = "invalid", reason = ("#%s needs a secret holding a JSON object; this one is not"):format(key),
+      fix = "drop #key to take the whole secret, or store a JSON object in it" }
+  end
+  local v = obj[key]
+  if v == nil then
+    return nil, { kind = "not_found", reason = ("the secret's JSON has no key '%s'"):format(key),
+      fix = "check the key's spelling (keys are case-sensitive)" }
+  end
+  if type(v) == "string" then return v end
+  if math.type(v) == "integer" then return ("%d"):format(v) end
+  if type(v) == "number" then return ("%.17g"):format(v) end
+  if type(v) == "boolean" then return tostring(v) end
+  return nil, { kind = "invalid", reason = ("the key '%s' holds a JSON %s, not a string"):format(key,
+      v == ctx.json.null and "null" or "object or array"),
+    fix = "point #key at a string, number or boolean" }
+end
+
+-- Optional readiness check: true | nil, reason, fix.
+function M.check(ctx)
+  local r, err, errno = ctx.run({ "aws", "--version" }, {})
+  if not r then
+    local f = _spawn_failure(err, errno)
+    return nil, f.reason, f.fix
+  end
+  if r.code ~= 0 then return nil, "`aws --version` failed (exit " .. tostring(r.code) .. ")", _INSTALL_FIX end
+  return true
+end
+
+-- Resolves requests ({name, ref, parsed}): ≤ 20 secrets a call per region, all calls at once.
+function M.resolve(requests, ctx)
+  local regions, order = {}, {}
+  for _, req in ipairs(requests) do
+    local p = req.parsed or assert(M.parse(req.ref))
+    local rk = p.region or ""
+    local g = regions[rk]
+    if not g then
+      g = { region = p.region, ids = {}, seen = {} }
+      regions[rk] = g
+      order[#order + 1] = rk
+    end
+    if not g.seen[p.id] then
+      g.seen[p.id] = true
+      g.ids[#g.ids + 1] = p.id
+    end
+  end
+  local jobs = {}
+  for _, rk in ipairs(order) do
+    local g = regions[rk]
+    for i = 1, #g.ids, M.batch do
+      jobs[#jobs + 1] = { region = g.region, ids = table.move(g.ids, i, math.min(i + M.batch - 1, #g.ids), 1, {}) }
+    end
+  end
+  local fns = {}
+  for i, j in ipairs(jobs) do fns[i] = function() return _batch(ctx, j.region, j.ids) end end
+  local results = #fns == 1 and { fns[1]() } or (#fns > 0 and ctx.gather(fns) or {})
+  local got = {}
+  for i, j in ipairs(jobs) do
+    for _, id in ipairs(j.ids) do got[(j.region or "") .. "\0" .. id] = results[i][id] end
+  end
+  for _, req in ipairs(requests) do
+    local p = req.parsed or assert(M.parse(req.ref))
+    local v = got[(p.region or "") .. "\0" .. p.id]
+    local f
+    if type(v) == "string" and p.key then v, f = _take(ctx, v, p.key) end
+    if type(v) == "string" then
+      ctx.ok(req, v)
+    else
+      f = f or v or { kind = "unavailable", reason = "no answer for this secret" }
+      local reason = f.reason
+      if f.detail and f.detail ~= "" then
+        reason = reason .. ": " .. (ctx.sanitize and ctx.sanitize(f.detail) or f.detail)
+      end
+      ctx.fail(req, { kind = f.kind, reason = reason, fix = f.fix })
+    end
+  end
+end
+
+return M
