@@ -213,6 +213,21 @@ describe("moat.auditlog", function()
       for i = 2, 5 do assert.is_true(listed[i - 1] > listed[i]) end
     end)
 
+    it("does not let a child process inherit the log's file descriptor", function()
+      local run = auditlog.start(started_fields())
+      local here = false
+      for fd in lfs.dir("/proc/self/fd") do
+        local target = lfs.symlinkattributes("/proc/self/fd/" .. fd, "target")
+        if target == run.path then here = true end
+      end
+      assert.is_true(here, "the log is open in this process")
+      local r = t.exec({ "ls", "-l", "/proc/self/fd/" })
+      assert.equal(0, r.code)
+      assert.matches("%->", r.stdout)
+      assert.is_nil(r.stdout:find("audit.jsonl", 1, true))
+      run:close()
+    end)
+
     it("shows a run that never finished as unfinished, not valid", function()
       local run = auditlog.start(started_fields())
       run:record("secret.resolved", { name = "A", backend = "env", ref = "env://A", ms = 1 })

@@ -470,7 +470,7 @@ function M.summary(dir)
     if r.type == "run.finished" and type(r.data) == "table" then
       entry.exit = r.data.exit
       entry.outcome = r.data.outcome
-      entry.status = r.data.outcome == "exited" and "finished" or "failed"
+      entry.status = (r.data.outcome == "exited" or r.data.outcome == "ok") and "finished" or "failed"
       entry.finished = r.ts
       break
     end
