@@ -162,8 +162,8 @@ function M.build(cfg, extra)
         _plain[entry] = s.ref
         entry.ref = "(plain value)"
         if M.sensitive(s.name) then
-          warnings[#warnings + 1] = ("secret %s is a plain value written in the config; keep credentials"
-            .. " in a backend (op://, ssm://, env://)"):format(s.name)
+          warnings[#warnings + 1] = ("secret %s is a plain value (%s); keep credentials in a backend"
+            .. " (op://, ssm://, env://)"):format(s.name, s.where or "config")
         end
       end
       if M.GRANT_NAMES[s.name] then
