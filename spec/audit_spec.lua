@@ -82,6 +82,7 @@ describe("moat.audit.format", function()
   it("knows the seven documented types and raises on others", function()
     assert.same({ "container.exited", "container.started", "policy.denied", "run.finished", "run.started",
       "secret.failed", "secret.resolved" }, keys(audit.types))
-    assert.has_error(function() audit.format("secret.leaked", {}) end, "moat.audit: unknown record type 'secret.leaked'")
+    assert.has_error(function() audit.format("secret.leaked", {}) end,
+      "moat.audit: unknown record type 'secret.leaked'")
   end)
 end)
