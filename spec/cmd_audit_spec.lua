@@ -132,9 +132,11 @@ describe("moat audit / moat runs", function()
       local err
       code, out, err = moat("audit", "1999")
       assert.equal(64, code)
+      assert.equal("", out)
       assert.matches("no run matches '1999'", err)
       code, out, err = moat("audit", a.id, "--last")
       assert.equal(64, code)
+      assert.equal("", out)
       assert.matches("not both", err)
     end)
 
