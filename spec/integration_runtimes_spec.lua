@@ -127,7 +127,8 @@ for _, rt in ipairs(runtimes) do
     end)
 
     local function env(extra)
-      local e = { MOAT_HOME = home, MOAT_RUNTIME = false, MOAT_NETWORK = false }
+      local e = { MOAT_HOME = home .. "/moat", MOAT_RUNTIME = false, MOAT_NETWORK = false, MOAT_LUA_PATH = false,
+        MOAT_SITE_DIR = home .. "/site", XDG_CONFIG_HOME = home .. "/xdg" }
       for k, v in pairs(VALUES) do e[k] = v end
       for k, v in pairs(r.env) do e[k] = v end
       for k, v in pairs(extra or {}) do e[k] = v end
@@ -199,7 +200,7 @@ for _, rt in ipairs(runtimes) do
     end)
 
     it("keeps values out of every command line and leaves nothing behind on SIGTERM", function()
-      local p = assert(proc.spawn({ MOAT_BIN, table.unpack(argv({}, { "sh", "-c",
+      local p = assert(proc.spawn({ _G.MOAT_BIN, table.unpack(argv({}, { "sh", "-c",
         "touch /workspace/ready; sleep 30; : moat-itest-sleeper" })) }, {
         env = t.env(env()), stdout = "pipe", stderr = "pipe", timeout = 120000,
       }))

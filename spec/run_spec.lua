@@ -35,7 +35,8 @@ describe("moat run (host runtime)", function()
 
   local function env(extra)
     local e = { MOAT_HOME = home .. "/moat", T_TOKEN = TOKEN, MOAT_RUNTIME = false, MOAT_NETWORK = false,
-      UNRELATED_HOST_VAR = "should-not-pass" }
+      UNRELATED_HOST_VAR = "should-not-pass", MOAT_SITE_DIR = home .. "/site", XDG_CONFIG_HOME = home .. "/xdg",
+      MOAT_LUA_PATH = false }
     for k, v in pairs(extra or {}) do e[k] = v end
     return e
   end
@@ -166,6 +167,18 @@ describe("moat run (host runtime)", function()
     assert.is_nil(text:find(TOKEN, 1, true))
   end)
 
+  it("exits 77, audits the denial and launches nothing when a policy denies the run", function()
+    t.write(home .. "/site/policy.lua", "return function(plan, ctx)\n"
+      .. "  for _, s in ipairs(plan.secrets) do ctx.deny(s, 'no env secrets here') end\nend\n")
+    local code, _, err = moat({ "run", ws, "--runtime", "host", "--", "touch", "ran" })
+    assert.equal(77, code)
+    assert.matches("no env secrets here", err, 1, true)
+    assert.is_false(exists(ws .. "/ran"))
+    local recs = audit_records()
+    assert.equal("policy.denied", recs[2].type)
+    assert.equal("run.finished", recs[#recs].type)
+  end)
+
   it("exits 74 and launches nothing when the audit log cannot be written", function()
     t.write(home .. "/notadir", "x")
     local code = moat({ "run", ws, "--runtime", "host", "--", "touch", "ran" }, { MOAT_HOME = home .. "/notadir" })
@@ -188,7 +201,7 @@ describe("moat run (host runtime)", function()
   end)
 
   local function start_moat(script)
-    local p = assert(proc.spawn({ MOAT_BIN, "run", ws, "--runtime", "host", "--", "sh", "-c", script },
+    local p = assert(proc.spawn({ _G.MOAT_BIN, "run", ws, "--runtime", "host", "--", "sh", "-c", script },
       { env = t.env(env()), stdout = "pipe", stderr = "pipe", timeout = 60000 }))
     local deadline = sys.monotonic_ms() + 20000
     while not exists(ws .. "/ready") and not p:done() and sys.monotonic_ms() < deadline do proc.wait({ p }, 50) end

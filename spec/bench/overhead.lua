@@ -8,6 +8,7 @@ local build = os.getenv("MOAT_BUILD") or (root .. "/build")
 package.path = root .. "/lua/?.lua;" .. root .. "/spec/?.lua;" .. package.path
 package.cpath = build .. "/lib/?.so;" .. package.cpath
 _G.MOAT_BIN = build .. "/moat"
+local MOAT = _G.MOAT_BIN
 
 local proc = require("moat.c.proc")
 local sys = require("moat.c.system")
@@ -103,7 +104,7 @@ local ok, err = pcall(function()
       local extra = { MOAT_HOME = home }
       for k, v in pairs(base) do extra[k] = v end
       local env = env_list(extra)
-      local moat = { MOAT_BIN, "run", "--runtime", "host", ws, "--", "true" }
+      local moat = { MOAT, "run", "--runtime", "host", ws, "--", "true" }
       local m, b = compare(moat, { "true" }, env, runs)
       line("moat run --runtime host -- true: mean %.1f ms (median %.1f), true: %.1f ms (%.1f);"
         .. " added %.1f ms mean, %.1f median (audit log on %s, %d runs; target <= 10 ms)",
@@ -129,7 +130,7 @@ local ok, err = pcall(function()
     for k, v in pairs(base) do extra[k] = v end
     for k, v in pairs(p.env) do extra[k] = v end
     local env = env_list(extra)
-    local moat = { MOAT_BIN, "run", "--runtime", "podman", "--image", podman.IMAGE, ws, "--", "true" }
+    local moat = { MOAT, "run", "--runtime", "podman", "--image", podman.IMAGE, ws, "--", "true" }
     -- The same command line moat builds, run directly (names differ per run; --rm removes them).
     local rt = require("moat.runtime.podman")
     local function direct()

@@ -128,9 +128,10 @@ local function _policy(plan, audit_start)
     run:record("policy.denied", { denials = denials })
     run:finish({ outcome = "denied", exit = exit.NOPERM })
   end
+  if policy.report then exit.fail(exit.NOPERM, policy.report(denials or {})) end
   local lines = { "the run was denied by policy:" }
   for _, d in ipairs(denials or {}) do
-    lines[#lines + 1] = ("  %s: %s%s"):format(d.script or "policy", d.target and (d.target .. ": ") or "",
+    lines[#lines + 1] = ("  %s: %s%s"):format(d.script or "policy", d.target and (tostring(d.target) .. ": ") or "",
       d.reason or "denied")
   end
   exit.fail(exit.NOPERM, table.concat(lines, "\n"))
@@ -161,6 +162,8 @@ function M.main(argv, ctx)
   end
 
   local environ = sys.environ()
+  -- Policy scripts see the runtime that was asked for (auto-detection comes after them).
+  plan.runtime = opts.runtime or plan.runtime or (environ.MOAT_RUNTIME ~= "" and environ.MOAT_RUNTIME) or nil
   local auditlog = _optional("moat.auditlog")
   local run
   local rt, how
@@ -182,7 +185,7 @@ function M.main(argv, ctx)
 
   local reasons
   rt, how, reasons = require("moat.runtime").choose({
-    requested = opts.runtime, config = plan.runtime, env = environ.MOAT_RUNTIME, image = plan.image,
+    requested = opts.runtime, config = cfg.runtime, env = environ.MOAT_RUNTIME, image = plan.image,
   })
   for _, r in ipairs(reasons or {}) do ui.debug(1, ("runtime %s skipped: %s"):format(r.name, r.reason)) end
   ui.debug(1, ("runtime %s (%s)"):format(rt.name, how))

@@ -57,13 +57,13 @@ function M.root_args(root)
   for _, n in ipairs(names) do
     local p = "/" .. n
     local a = lfs.symlinkattributes(root == "/" and p or root .. p)
-    if FRESH[n] or not a or n:find("[%z\1-\31\127]") then
-      -- made below, vanished, or a name we will not pass on
-    elseif M.HIDDEN[n] then
+    -- Skipped: made fresh below, vanished meanwhile, or a name we will not pass on.
+    local skip = FRESH[n] or not a or n:find("[%z\1-\31\127]")
+    if not skip and M.HIDDEN[n] then
       if a.mode == "directory" then add("--tmpfs", p) end
-    elseif a.mode == "link" then
+    elseif not skip and a.mode == "link" then
       add("--symlink", a.target, p)
-    elseif a.mode == "directory" or a.mode == "file" then
+    elseif not skip and (a.mode == "directory" or a.mode == "file") then
       add("--ro-bind", p, p)
     end
   end
