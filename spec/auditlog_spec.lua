@@ -99,10 +99,6 @@ end
 describe("moat.auditlog", function()
   local tmp, home
 
-  setup(function()
-    assert(sys.harden()) -- umask 077, as in the moat binary
-  end)
-
   before_each(function()
     tmp = t.tmpdir()
     home = tmp .. "/home"
@@ -179,8 +175,12 @@ describe("moat.auditlog", function()
       assert.has_error(function() run:record("secret.resolved", { name = "B" }) end)
     end)
 
-    it("creates home, runs and run directories 0700, the log and the secret key 0600", function()
-      local run = finished_run(1)
+    it("creates home, runs and run directories 0700, the log and the secret key 0600 (as moat, umask 077)", function()
+      local r = wait_done(writer(home, { "run", "1" }))
+      assert.equal(0, r.code, r.stderr)
+      local id = auditlog.ids()[1]
+      local run = { dir = home .. "/runs/" .. id, path = home .. "/runs/" .. id .. "/audit.jsonl" }
+      assert.equal("valid", auditlog.verify(run.dir).status)
       assert.equal("rwx------", perms(home))
       assert.equal("rwx------", perms(home .. "/runs"))
       assert.equal("rwx------", perms(run.dir))

@@ -1,7 +1,6 @@
 -- Specs for `moat audit` and `moat runs`, through the moat binary.
 local auditlog = require("moat.auditlog")
 local json = require("moat.c.json")
-local sys = require("moat.c.system")
 local t = require("support.moat")
 
 local function slurp(path)
@@ -34,8 +33,6 @@ describe("moat audit / moat runs", function()
     run:finish({ outcome = "exited", exit = exit_code })
     return run
   end
-
-  setup(function() assert(sys.harden()) end)
 
   before_each(function()
     tmp = t.tmpdir()

@@ -44,19 +44,15 @@ function M.runs_dir()
   return M.home() .. "/runs"
 end
 
--- Creates `path` (mode 0700; moat runs with umask 077) unless it exists, and syncs its
--- parent so the new entry survives a crash. Returns true when it created it.
+-- Creates `path` unless it exists, and syncs its parent so the new entry survives a crash.
+-- The mode is 0700 because the moat binary runs with umask 077 (sys.harden). Returns true
+-- when it created it.
 local function _mkdir(path)
   if _is_dir(path) then return false end
   local ok, err = lfs.mkdir(path)
   if not ok then
     if _is_dir(path) then return false end  -- made by a concurrent moat
     _ioerr("cannot create directory " .. path, err)
-  end
-  local perms = lfs.attributes(path, "permissions") or "?"
-  if perms ~= "rwx------" then
-    _ioerr("created " .. path .. " with permissions " .. perms .. ", not rwx------",
-      "the umask lets others in; moat needs umask 077 here")
   end
   local synced, serr = sys.fsync_dir(_dirname(path))
   if not synced then _ioerr("cannot sync the directory holding " .. path, serr) end
