@@ -147,9 +147,28 @@ static int l_realpath(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     char buf[PATH_MAX];
-    if (realpath(path, buf) == NULL)
-        return moat_fail(L, lua_pushfstring(L, "realpath %s", path), errno);
+    if (realpath(path, buf) == NULL) {
+        int err = errno;
+        return moat_fail(L, lua_pushfstring(L, "realpath %s", path), err);
+    }
     lua_pushstring(L, buf);
+    return 1;
+}
+
+/* Makes a directory with exactly `mode` (default 0700), whatever the umask. */
+static int l_mkdir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    mode_t mode = (mode_t)luaL_optinteger(L, 2, 0700);
+    if (mkdir(path, mode) != 0) {
+        int err = errno;
+        return moat_fail(L, lua_pushfstring(L, "mkdir %s", path), err);
+    }
+    if (chmod(path, mode) != 0) {
+        int err = errno;
+        return moat_fail(L, lua_pushfstring(L, "chmod %s", path), err);
+    }
+    lua_pushboolean(L, 1);
     return 1;
 }
 
@@ -600,6 +619,7 @@ static const luaL_Reg funcs[] = {
     { "getuid", l_getuid },
     { "realpath", l_realpath },
     { "fsync_dir", l_fsync_dir },
+    { "mkdir", l_mkdir },
     { "open_log", l_open_log },
     { "append_line", l_append_line },
     { "write_file", l_write_file },
