@@ -44,12 +44,11 @@ function M.runs_dir()
   return M.home() .. "/runs"
 end
 
--- Creates `path` unless it exists, and syncs its parent so the new entry survives a crash.
--- The mode is 0700 because the moat binary runs with umask 077 (sys.harden). Returns true
--- when it created it.
+-- Creates `path` (mode 0700) unless it exists, and syncs its parent so the new entry
+-- survives a crash. Returns true when it created it.
 local function _mkdir(path)
   if _is_dir(path) then return false end
-  local ok, err = lfs.mkdir(path)
+  local ok, err = sys.mkdir(path, tonumber("700", 8))
   if not ok then
     if _is_dir(path) then return false end  -- made by a concurrent moat
     _ioerr("cannot create directory " .. path, err)
