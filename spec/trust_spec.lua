@@ -1,0 +1,236 @@
+-- moat.trust, `moat trust`/`moat untrust`, and workspace Lua: refused until trusted, loaded while
+-- every hash matches, refused again once anything under .moat/ changes. Bytecode never loads.
+local trust = require("moat.trust")
+local auditlog = require("moat.auditlog")
+local sys = require("moat.c.system")
+local lfs = require("lfs")
+local json = require("moat.c.json")
+local t = require("support.moat")
+
+local ROOT = MOAT_ROOT
+
+local WS_OP = [[
+local M = { scheme = "op", description = "workspace op override" }
+function M.parse(ref) return {} end
+function M.resolve(requests, ctx)
+  for _, r in ipairs(requests) do ctx.ok(r, "from-workspace") end
+end
+return M
+]]
+
+describe("moat.trust", function()
+  local dir, ws
+  before_each(function()
+    dir = t.tmpdir()
+    auditlog.set_home(dir .. "/home")
+    ws = dir .. "/ws"
+    t.write(ws .. "/moat.yaml", "name: w\n")
+  end)
+  after_each(function()
+    auditlog.set_home(nil)
+    trust._active = nil
+    t.rmtree(dir)
+  end)
+
+  it("needs nothing when .moat/ holds no Lua", function()
+    assert.equal("none", trust.status(ws).state)
+    t.write(ws .. "/.moat/notes.txt", "hi")
+    assert.equal("none", trust.status(ws).state)
+    assert.is_false(trust.activate(ws))
+  end)
+
+  it("refuses untrusted workspace Lua with exit 77, naming the files and the command", function()
+    t.write(ws .. "/.moat/lua/moat/backends/op.lua", WS_OP)
+    local st = trust.status(ws)
+    assert.equal("untrusted", st.state)
+    local ok, err = pcall(trust.activate, ws)
+    assert.is_false(ok)
+    assert.equal(77, err.code)
+    assert.truthy(err.message:find(".moat/lua/moat/backends/op.lua", 1, true))
+    assert.truthy(err.message:find("moat trust " .. sys.realpath(ws), 1, true))
+  end)
+
+  it("records every file's SHA-256 in a private file named after the workspace's real path", function()
+    t.write(ws .. "/.moat/lua/moat/backends/op.lua", WS_OP)
+    t.write(ws .. "/.moat/policy.lua", "return function() end\n")
+    local rec = assert(trust.trust(ws .. "/./"))
+    local real = sys.realpath(ws)
+    assert.equal(dir .. "/home/trust/" .. sys.sha256(real) .. ".json", rec.path)
+    assert.equal("rw-------", lfs.attributes(rec.path, "permissions"))
+    local saved = json.decode(io.open(rec.path):read("a"))
+    assert.equal(real, saved.workspace)
+    assert.equal(sys.sha256(WS_OP), saved.files["lua/moat/backends/op.lua"])
+    assert.equal(2, rec.count)
+    assert.equal("trusted", trust.status(ws).state)
+    assert.is_true(trust.activate(ws))
+    assert.equal(real, trust.active())
+  end)
+
+  it("lists changed, appeared and vanished files", function()
+    t.write(ws .. "/.moat/lua/moat/backends/op.lua", WS_OP)
+    t.write(ws .. "/.moat/lua/moat/x.lua", "return 1\n")
+    assert(trust.trust(ws))
+    t.write(ws .. "/.moat/lua/moat/backends/op.lua", WS_OP .. "-- edited\n")
+    t.write(ws .. "/.moat/lua/moat/new.lua", "return 2\n")
+    os.remove(ws .. "/.moat/lua/moat/x.lua")
+    local st = trust.status(ws)
+    assert.equal("changed", st.state)
+    assert.same({ "lua/moat/backends/op.lua" }, st.changed)
+    assert.same({ "lua/moat/new.lua" }, st.added)
+    assert.same({ "lua/moat/x.lua" }, st.removed)
+    local ok, err = pcall(trust.activate, ws)
+    assert.is_false(ok)
+    assert.equal(77, err.code)
+    for _, want in ipairs({ "changed:  .moat/lua/moat/backends/op.lua", "appeared: .moat/lua/moat/new.lua",
+      "vanished: .moat/lua/moat/x.lua", "moat trust " }) do
+      assert.truthy(err.message:find(want, 1, true), err.message)
+    end
+  end)
+
+  it("records symlinks as links so that loading through one is refused", function()
+    t.write(dir .. "/outside.lua", "return 1\n")
+    t.write(ws .. "/.moat/lua/moat/real.lua", "return 2\n")
+    assert(lfs.link(dir .. "/outside.lua", ws .. "/.moat/lua/moat/linked.lua", true))
+    assert(trust.trust(ws))
+    assert.is_true(trust.activate(ws))
+    local real = sys.realpath(ws)
+    assert.is_true(trust.check_file(real .. "/.moat/lua/moat/real.lua", "return 2\n"))
+    local ok = trust.check_file(real .. "/.moat/lua/moat/linked.lua", "return 1\n")
+    assert.is_nil(ok)
+  end)
+
+  it("checks the exact bytes the loader compiles", function()
+    t.write(ws .. "/.moat/lua/moat/m.lua", "return 'trusted'\n")
+    assert(trust.trust(ws))
+    assert.is_true(trust.activate(ws))
+    local path = sys.realpath(ws) .. "/.moat/lua/moat/m.lua"
+    assert.is_true(trust.check_file(path, "return 'trusted'\n"))
+    local ok, why = trust.check_file(path, "return 'swapped'\n")
+    assert.is_nil(ok)
+    assert.truthy(why:find("moat trust", 1, true))
+    assert.is_nil((trust.check_file("/etc/passwd", "x")))
+  end)
+
+  it("forgets the trust on untrust", function()
+    t.write(ws .. "/.moat/policy.lua", "return function() end\n")
+    local rec = assert(trust.trust(ws))
+    assert.is_true(trust.activate(ws))
+    assert.is_true((trust.untrust(ws)))
+    assert.is_nil(lfs.attributes(rec.path))
+    assert.is_nil(trust.active())
+    assert.is_false((trust.untrust(ws)))
+    assert.equal("untrusted", trust.status(ws).state)
+  end)
+end)
+
+describe("moat trust / untrust / workspace Lua through the CLI", function()
+  local dir, ws, env
+  before_each(function()
+    dir = t.tmpdir()
+    ws = dir .. "/ws"
+    t.write(ws .. "/moat.yaml", "secrets:\n  DB: op://Eng/db/password\n")
+    t.write(ws .. "/.moat/lua/moat/backends/op.lua", WS_OP)
+    env = { MOAT_HOME = dir .. "/home", MOAT_SITE_DIR = dir .. "/site", XDG_CONFIG_HOME = dir .. "/xdg",
+      MOAT_LUA_PATH = false, PATH = ROOT .. "/spec/fixtures/bin:" .. os.getenv("PATH"),
+      FAKE_OP_LOG = dir .. "/op.log" }
+  end)
+  after_each(function() t.rmtree(dir) end)
+
+  local function op_entry()
+    local code, out = t.moat({ "backends", ws, "--json" }, { env = env })
+    assert.equal(0, code)
+    local list = json.decode(out)
+    local active, ws_entry
+    for _, e in ipairs(list) do
+      if e.scheme == "op" and e.active then active = e end
+      if e.scheme == "op" and e.kind == "workspace" then ws_entry = e end
+    end
+    return active, ws_entry
+  end
+
+  -- Whether `moat <cmd>` sets up workspace trust yet (wired by the command's owner).
+  local function wired(cmd)
+    local f = io.open(ROOT .. "/lua/moat/cmd/" .. cmd .. ".lua")
+    local src = f and f:read("a") or ""
+    if f then f:close() end
+    return src:find("moat.trust", 1, true) ~= nil
+  end
+
+  it("ignores the workspace op.lua until trusted, loads it after, refuses it once edited", function()
+    local active, listed = op_entry()
+    assert.equal("builtin", active.kind)
+    assert.equal("workspace", listed.kind)
+    assert.is_false(listed.usable)
+    assert.truthy(listed.fix:find("moat trust", 1, true))
+
+    local code, out = t.moat({ "trust", ws }, { env = env })
+    assert.equal(0, code)
+    assert.truthy(out:find(".moat/lua/moat/backends/op.lua", 1, true))
+    active = op_entry()
+    assert.equal("workspace", active.kind)
+    assert.equal("workspace op override", active.description)
+    assert.equal(sys.realpath(ws) .. "/.moat/lua/moat/backends/op.lua", active.file)
+
+    t.write(ws .. "/.moat/lua/moat/backends/op.lua", WS_OP .. "-- the agent was here\n")
+    active, listed = op_entry()
+    assert.equal("builtin", active.kind)
+    assert.is_false(listed.usable)
+    assert.truthy(listed.reason:find("changed", 1, true))
+
+    assert.equal(0, (t.moat({ "untrust", ws }, { env = env })))
+  end)
+
+  it("moat run and moat secrets check refuse untrusted or edited workspace Lua with exit 77", function()
+    for _, cmd in ipairs({ "run", "secrets" }) do
+      if not wired(cmd) then
+        pending("moat " .. cmd .. " does not call moat.trust.activate yet (see the report)")
+        return
+      end
+    end
+    local argv = { "secrets", "check", ws, "--resolve" }
+    local code, _, stderr = t.moat(argv, { env = env })
+    assert.equal(77, code)
+    assert.truthy(stderr:find("moat trust", 1, true))
+    assert.equal(0, (t.moat({ "trust", ws }, { env = env })))
+    code = t.moat(argv, { env = env })
+    assert.equal(0, code)
+    t.write(ws .. "/.moat/lua/moat/backends/op.lua", WS_OP .. "-- edited\n")
+    code, _, stderr = t.moat({ "run", "--runtime", "host", ws, "--", "true" }, { env = env })
+    assert.equal(77, code)
+    assert.truthy(stderr:find("changed:  .moat/lua/moat/backends/op.lua", 1, true), stderr)
+    assert.is_nil(io.open(dir .. "/op.log"))
+  end)
+
+  it("refuses to trust a directory without .moat/ and untrusts quietly when not trusted", function()
+    local plain = dir .. "/plain"
+    t.write(plain .. "/moat.yaml", "name: p\n")
+    local code, _, stderr = t.moat({ "trust", plain }, { env = env })
+    assert.equal(64, code)
+    assert.truthy(stderr:find("nothing to trust", 1, true))
+    local ucode, out = t.moat({ "untrust", plain }, { env = env })
+    assert.equal(0, ucode)
+    assert.truthy(out:find("was not trusted", 1, true))
+  end)
+
+  it("refuses a precompiled backend.lua", function()
+    local src = dir .. "/src.lua"
+    t.write(src, "return { scheme = 'bc', resolve = function() end }\n")
+    local bc = dir .. "/xdg/moat/lua/moat/backends/bc.lua"
+    t.write(bc, "")
+    local r = t.exec({ "luac5.4", "-o", bc, src })
+    if r.code ~= 0 then
+      local f = assert(io.open(bc, "wb"))
+      f:write(string.dump(assert(loadfile(src))))
+      f:close()
+    end
+    t.write(ws .. "/bc.yaml", "secrets:\n  X: bc://anything\n")
+    local code, _, stderr = t.moat({ "secrets", "check", ws, "--config", ws .. "/bc.yaml" }, { env = env })
+    assert.equal(78, code)
+    assert.truthy(stderr:find("bytecode", 1, true), stderr)
+    local _, out = t.moat({ "backends", "--json" }, { env = env })
+    local found
+    for _, e in ipairs(json.decode(out)) do if e.scheme == "bc" then found = e end end
+    assert.is_false(found.usable)
+    assert.truthy(found.reason:find("bytecode", 1, true))
+  end)
+end)
