@@ -68,7 +68,21 @@ local function _is_exec(path)
   return attr and attr.mode == "file" and (attr.permissions or ""):find("x") ~= nil
 end
 
--- Returns the first `aws` on PATH (outside `exclude` dirs) that is CLI v1, or nil and why.
+-- A pyenv shim runs `pyenv exec` on every call, which serialises concurrent calls; the program
+-- it stands for is the same CLI without that overhead.
+local function _unshim(path)
+  local f = io.open(path, "rb")
+  local head = f and f:read(2048) or ""
+  if f then f:close() end
+  local pyenv = head:match('exec "([^"]*pyenv)" exec')
+  if not pyenv then return path end
+  local r = _run({ pyenv, "which", "aws" }, { timeout = 60000 })
+  local real = r.code == 0 and (r.stdout or ""):match("^(/[^\n]+)\n?$")
+  return real and _is_exec(real) and real or path
+end
+
+-- Returns the first `aws` on PATH (outside `exclude` dirs) that is CLI v1 (pyenv shims resolved
+-- to the program they run), or nil and why.
 function M.find_aws(exclude)
   local skip = {}
   for _, d in ipairs(exclude or {}) do skip[d] = true end
@@ -79,7 +93,7 @@ function M.find_aws(exclude)
       local r = _run({ path, "--version" }, { timeout = 60000 })
       local out = (r.stdout or "") .. (r.stderr or "")
       seen[#seen + 1] = path .. " (" .. (out:match("^%S+") or "no version") .. ")"
-      if r.code == 0 and out:match("^aws%-cli/1%.") then return path end
+      if r.code == 0 and out:match("^aws%-cli/1%.") then return _unshim(path) end
     end
   end
   return nil, "no aws CLI v1 on PATH (it honours AWS_ENDPOINT_URL; v2 before 2.13 does not)"
