@@ -240,8 +240,8 @@ describe("ssm error mapping", function()
   it("endpoint not reachable", function()
     if not need_moto() then return end
     -- One attempt: the CLI otherwise retries a refused connection for several seconds.
-    expect(srv:env_for({ AWS_ENDPOINT_URL = "http://127.0.0.1:1", AWS_MAX_ATTEMPTS = "1" }), "unavailable", "could not reach SSM",
-      "AWS_ENDPOINT_URL")
+    expect(srv:env_for({ AWS_ENDPOINT_URL = "http://127.0.0.1:1", AWS_MAX_ATTEMPTS = "1" }), "unavailable",
+      "could not reach SSM", "AWS_ENDPOINT_URL")
   end)
 
   local standin = {

@@ -57,7 +57,8 @@ function M.available()
     else
       while not p:done() do proc.wait({ p }, 1000) end
       local r = p:result()
-      _available = r.code == 0 and { true } or { false, "the Python module moto is not installed (pip install 'moto[server]')" }
+      _available = r.code == 0 and { true }
+        or { false, "the Python module moto is not installed (pip install 'moto[server]')" }
     end
   end
   return table.unpack(_available)

@@ -190,7 +190,8 @@ end
 
 local function _spawn_failure(msg, errno)
   msg = tostring(msg or "")
-  if errno == 2 or msg:find("No such file", 1, true) or msg:find("not found", 1, true) or msg:find("ENOENT", 1, true) then
+  if errno == 2 or msg:find("No such file", 1, true) or msg:find("not found", 1, true)
+    or msg:find("ENOENT", 1, true) then
     return { kind = "unavailable", reason = "the aws CLI is not installed or not on PATH", fix = _INSTALL_FIX }
   end
   return { kind = "unavailable", reason = "could not start the aws CLI: " .. _sanitize(msg, {}),
