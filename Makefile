@@ -47,6 +47,7 @@ test: all
 
 bench: all
 	spec/bench/run
+	lua5.4 spec/bench/overhead.lua
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
