@@ -84,7 +84,8 @@ setup(function()
   local list = {}
   for i = 1, 25 do list[#list + 1] = { name = ("int/s/%02d"):format(i), value = "value-" .. i } end
   for i, v in ipairs(ODD) do list[#list + 1] = { name = "odd/" .. i, value = v } end
-  list[#list + 1] = { name = "app/db", value = '{"user":"admin","password":" p@ss w0rd\\n","port":5432,"tls":true,"nested":{"a":1}}' }
+  list[#list + 1] = { name = "app/db",
+    value = '{"user":"admin","password":" p@ss w0rd\\n","port":5432,"tls":true,"nested":{"a":1}}' }
   list[#list + 1] = { name = "bin/key", binary = "AQIgYmluIOKckwo=" }
   list[#list + 1] = { name = "west/only", value = "from-eu", region = "eu-west-1" }
   seed(list)
@@ -217,7 +218,8 @@ end)
 describe("awssm.parse", function()
   it("accepts the documented forms", function()
     assert.same({ id = "app/db" }, awssm.parse("awssm:///app/db"))
-    assert.same({ region = "eu-west-1", id = "app/db", key = "password" }, awssm.parse("awssm://eu-west-1/app/db#password"))
+    assert.same({ region = "eu-west-1", id = "app/db", key = "password" },
+      awssm.parse("awssm://eu-west-1/app/db#password"))
     local p = assert(awssm.parse("awssm:///arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db-AbCdEf"))
     assert.equal("arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db-AbCdEf", p.id)
   end)

@@ -25,7 +25,10 @@ end
 -- Readiness: is az installed?
 function M.check(ctx)
   local r = ctx.run({ "az", "version" })
-  if not r then return nil, "the az CLI is not installed", "install the Azure CLI: https://learn.microsoft.com/cli/azure/install-azure-cli" end
+  if not r then
+    return nil, "the az CLI is not installed",
+      "install the Azure CLI: https://learn.microsoft.com/cli/azure/install-azure-cli"
+  end
   if r.code ~= 0 then return nil, "`az version` failed", "check the az installation" end
   return true
 end

@@ -33,7 +33,8 @@ local function _refuse(path)
   -- permissions is "rwxrwxrwx": positions 4-9 are group and others.
   if attr.permissions:sub(4, 9):find("[rw]") then
     local what = link.mode == "link" and (path .. " points at a file that") or path
-    return { kind = "invalid", reason = ("%s is readable or writable by group or others (%s)"):format(what, attr.permissions),
+    return { kind = "invalid",
+      reason = ("%s is readable or writable by group or others (%s)"):format(what, attr.permissions),
       fix = ("make it private: chmod 600 %s"):format(path) }
   end
   if attr.size > M.MAX then

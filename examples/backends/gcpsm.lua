@@ -30,13 +30,16 @@ end
 -- Readiness: is gcloud installed?
 function M.check(ctx)
   local r = ctx.run({ "gcloud", "--version" })
-  if not r then return nil, "gcloud is not installed", "install the Google Cloud CLI: https://cloud.google.com/sdk/docs/install" end
+  if not r then
+    return nil, "gcloud is not installed", "install the Google Cloud CLI: https://cloud.google.com/sdk/docs/install"
+  end
   if r.code ~= 0 then return nil, "`gcloud --version` failed", "check the gcloud installation" end
   return true
 end
 
 local _B64 = {}
-for i, c in ipairs({ ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"):byte(1, -1) }) do _B64[c] = i - 1 end
+local _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+for i = 1, #_ALPHABET do _B64[_ALPHABET:byte(i)] = i - 1 end
 _B64[("-"):byte()], _B64[("_"):byte()] = 62, 63  -- the URL-safe alphabet decodes too
 
 local function _unbase64(s)
@@ -92,7 +95,9 @@ local function _access(ctx, p)
   local doc = ctx.json.decode(r.stdout)
   local data = type(doc) == "table" and type(doc.payload) == "table" and doc.payload.data
   local value = type(data) == "string" and _unbase64(data)
-  if not value then return nil, { kind = "backend_error", reason = "gcloud printed something other than the expected JSON" } end
+  if not value then
+    return nil, { kind = "backend_error", reason = "gcloud printed something other than the expected JSON" }
+  end
   return value
 end
 

@@ -64,7 +64,8 @@ end
 local function _show(ctx, path)
   local r = ctx.run({ "pass", "show", "--", path })
   if not r then
-    return nil, { kind = "unavailable", reason = "pass is not installed", fix = "install pass: https://www.passwordstore.org/" }
+    return nil, { kind = "unavailable", reason = "pass is not installed",
+      fix = "install pass: https://www.passwordstore.org/" }
   end
   if r.timed_out then
     return nil, { kind = "timeout", reason = "pass did not finish in time", fix = "is gpg waiting for a passphrase?" }

@@ -30,7 +30,9 @@ end
 -- Readiness: is the vault CLI installed?
 function M.check(ctx)
   local r = ctx.run({ "vault", "version" })
-  if not r then return nil, "the vault CLI is not installed", "install it: https://developer.hashicorp.com/vault/install" end
+  if not r then
+    return nil, "the vault CLI is not installed", "install it: https://developer.hashicorp.com/vault/install"
+  end
   if r.code ~= 0 then return nil, "`vault version` failed", "check the vault CLI installation" end
   return true
 end
@@ -64,7 +66,9 @@ local function _get(ctx, mount, path)
     return nil, { kind = "unavailable", reason = "the vault CLI is not installed",
       fix = "install it: https://developer.hashicorp.com/vault/install" }
   end
-  if r.timed_out then return nil, { kind = "timeout", reason = "vault did not answer in time", fix = "check VAULT_ADDR" } end
+  if r.timed_out then
+    return nil, { kind = "timeout", reason = "vault did not answer in time", fix = "check VAULT_ADDR" }
+  end
   if r.code ~= 0 then return nil, _failure(r, key) end
   local doc = ctx.json.decode(r.stdout)
   local data = type(doc) == "table" and doc.data

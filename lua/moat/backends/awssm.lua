@@ -122,7 +122,8 @@ local function _by_code(code, region, op)
     return { kind = "auth", reason = "AWS rejected the credentials",
       fix = "check AWS_PROFILE / AWS_ACCESS_KEY_ID and run `aws sts get-caller-identity`" }
   elseif code == "ThrottlingException" then
-    return { kind = "unavailable", reason = "Secrets Manager throttled the request", fix = "retry later or lower --jobs" }
+    return { kind = "unavailable", reason = "Secrets Manager throttled the request",
+      fix = "retry later or lower --jobs" }
   end
   return { kind = "unavailable", reason = ("aws secretsmanager %s failed%s"):format(op,
       code and (" (" .. code .. ")") or ""),
@@ -139,7 +140,8 @@ local function _classify(r, region, op)
       fix = "run `aws configure`, set AWS_PROFILE to a configured profile, or run `aws sso login`" }
   end
   if has("Could not connect to the endpoint URL") or has("Connect timeout on endpoint URL") then
-    return { global = true, kind = "unavailable", reason = "the aws CLI could not reach Secrets Manager in " .. _where(region),
+    return { global = true, kind = "unavailable",
+      reason = "the aws CLI could not reach Secrets Manager in " .. _where(region),
       fix = "check the region (awssm://REGION/name, AWS_REGION or AWS_DEFAULT_REGION), the network, "
         .. "and AWS_ENDPOINT_URL if it is set" }
   end
@@ -147,7 +149,8 @@ local function _classify(r, region, op)
     return { global = true, kind = "invalid", reason = "no AWS region is configured",
       fix = "write the region in the reference (awssm://us-east-1/name) or set AWS_REGION / `aws configure`" }
   end
-  if has("Token has expired") or has("token has expired") or has("security token included in the request is expired") then
+  if has("Token has expired") or has("token has expired")
+    or has("security token included in the request is expired") then
     local f = _by_code("ExpiredTokenException", region, op)
     f.global = true
     return f
@@ -161,7 +164,8 @@ end
 local function _spawn_failure(msg, errno)
   msg = tostring(msg or "")
   if errno == 2 or msg:find("No such file", 1, true) or msg:find("not found", 1, true) then
-    return { global = true, kind = "unavailable", reason = "the aws CLI is not installed or not on PATH", fix = _INSTALL_FIX }
+    return { global = true, kind = "unavailable", reason = "the aws CLI is not installed or not on PATH",
+      fix = _INSTALL_FIX }
   end
   return { global = true, kind = "unavailable", reason = "could not start the aws CLI", fix = _INSTALL_FIX }
 end
@@ -184,7 +188,8 @@ local function _call(ctx, argv, region, op)
   local cut = ctx.run_failure and ctx.run_failure(r, "aws")
   if cut then return nil, cut end
   if r.timed_out then
-    return nil, { kind = "timeout", reason = "aws did not finish in time", fix = "check the network, or raise --timeout" }
+    return nil, { kind = "timeout", reason = "aws did not finish in time",
+      fix = "check the network, or raise --timeout" }
   end
   if r.code ~= 0 then
     local f = _classify(r, region, op)
