@@ -223,8 +223,9 @@ describe("moat trust / untrust / workspace Lua through the CLI", function()
       f:write(string.dump(assert(loadfile(src))))
       f:close()
     end
-    t.write(ws .. "/bc.yaml", "secrets:\n  X: bc://anything\n")
-    local code, _, stderr = t.moat({ "secrets", "check", ws, "--config", ws .. "/bc.yaml" }, { env = env })
+    local bcws = dir .. "/bcws"
+    t.write(bcws .. "/moat.yaml", "secrets:\n  X: bc://anything\n")
+    local code, _, stderr = t.moat({ "secrets", "check", bcws }, { env = env })
     assert.equal(78, code)
     assert.truthy(stderr:find("bytecode", 1, true), stderr)
     local _, out = t.moat({ "backends", "--json" }, { env = env })

@@ -15,14 +15,6 @@ M.SPEC = {
   ["--keep"] = "flag", ["--config"] = "value",
 }
 
--- Loads module `name`, or returns nil when no such module exists (errors inside it still raise).
-local function _optional(name)
-  local ok, mod = pcall(require, name)
-  if ok then return mod end
-  if tostring(mod):find("module '" .. name .. "' not found", 1, true) then return nil end
-  error(mod, 0)
-end
-
 -- Returns argv quoted for people (and shells): plain words as is, others in single quotes.
 function M.quote(argv)
   local out = {}
@@ -119,22 +111,13 @@ local function _dry_run(plan, rt, how, launch, spec)
 end
 
 local function _policy(plan, audit_start)
-  local policy = _optional("moat.policy")
-  if not policy then return end
+  local policy = require("moat.policy")
   local ok, denials = policy.check(plan)
   if ok then return end
   local run = audit_start()
-  if run then
-    run:record("policy.denied", { denials = denials })
-    run:finish({ outcome = "denied", exit = exit.NOPERM })
-  end
-  if policy.report then exit.fail(exit.NOPERM, policy.report(denials or {})) end
-  local lines = { "the run was denied by policy:" }
-  for _, d in ipairs(denials or {}) do
-    lines[#lines + 1] = ("  %s: %s%s"):format(d.script or "policy", d.target and (tostring(d.target) .. ": ") or "",
-      d.reason or "denied")
-  end
-  exit.fail(exit.NOPERM, table.concat(lines, "\n"))
+  run:record("policy.denied", { denials = denials })
+  run:finish({ outcome = "denied", exit = exit.NOPERM })
+  exit.fail(exit.NOPERM, policy.report(denials))
 end
 
 -- Returns whether each of moat's stdout and stderr should carry masked output.
@@ -149,6 +132,7 @@ function M.main(argv, ctx)
   local sys = require("moat.c.system")
   local opts, dir, command = _options(ctx, argv)
   local cfg = config.load(dir, opts.config)
+  require("moat.trust").activate(cfg.dir)
   local plan = require("moat.plan").build(cfg, { secrets = opts.secret, env = opts.env })
   for _, w in ipairs(plan.warnings or {}) do ui.warn(w) end
   if command then plan.command = command end
@@ -164,11 +148,11 @@ function M.main(argv, ctx)
   local environ = sys.environ()
   -- Policy scripts see the runtime that was asked for (auto-detection comes after them).
   plan.runtime = opts.runtime or plan.runtime or (environ.MOAT_RUNTIME ~= "" and environ.MOAT_RUNTIME) or nil
-  local auditlog = _optional("moat.auditlog")
+  local auditlog = require("moat.auditlog")
   local run
   local rt, how
   local function audit_start()
-    if not auditlog or run then return run end
+    if run then return run end
     local ok, r = pcall(auditlog.start, {
       name = plan.name, workspace = plan.workspace, runtime = rt and rt.name or plan.runtime,
       image = plan.image, command = plan.command, version = ctx.version,
@@ -191,7 +175,7 @@ function M.main(argv, ctx)
   ui.debug(1, ("runtime %s (%s)"):format(rt.name, how))
 
   if opts.dry_run then
-    local id = auditlog and auditlog.new_id() or ("dry-run-" .. sys.random_hex(4))
+    local id = auditlog.new_id()
     local spec = _spec(plan, rt, opts, id, environ, nil)
     return _dry_run(plan, rt, how, rt.prepare(spec), spec)
   end
@@ -199,22 +183,19 @@ function M.main(argv, ctx)
   run = audit_start()
   local secrets = require("moat.secrets")
   local res = secrets.resolve(plan, { jobs = opts.jobs, timeout = opts.timeout, progress = ui.progress })
-  if run then
-    for _, rec in ipairs(res.records) do
-      run:record(rec.ok and "secret.resolved" or "secret.failed", rec)
-    end
+  for _, rec in ipairs(res.records) do
+    run:record(rec.ok and "secret.resolved" or "secret.failed", rec)
   end
   if not res.ok then
-    if run then run:finish({ outcome = "failed", kind = "secrets", exit = exit.UNAVAILABLE }) end
+    run:finish({ outcome = "failed", kind = "secrets", exit = exit.UNAVAILABLE })
     exit.fail(exit.UNAVAILABLE, secrets.report(res.failures))
   end
 
-  local run_id = run and run.id or (auditlog and auditlog.new_id()) or ("run-" .. sys.random_hex(6))
-  local spec = _spec(plan, rt, opts, run_id, environ, res.values)
+  local spec = _spec(plan, rt, opts, run.id, environ, res.values)
   local launch = rt.prepare(spec)
   if launch.not_found then
     ui.error(launch.not_found)
-    if run then run:finish({ outcome = "failed", kind = "not_found", exit = 127 }) end
+    run:finish({ outcome = "failed", kind = "not_found", exit = 127 })
     return 127
   end
 
@@ -228,10 +209,8 @@ function M.main(argv, ctx)
   local r, err, errno = require("moat.run").foreground(launch, {
     mask = values, mask_stdout = mask_out, mask_stderr = mask_err,
     on_start = function()
-      if run then
-        run:record("container.started", { runtime = rt.name, image = rt.uses_image ~= false and plan.image or nil,
-          container = launch.container })
-      end
+      run:record("container.started", { runtime = rt.name, image = rt.uses_image ~= false and plan.image or nil,
+        container = launch.container })
     end,
     on_signal = function(name, n)
       ui.debug(1, ("caught SIG%s (%d); %s"):format(name, n, n == 1 and "forwarded" or "stopping the command"))
@@ -240,17 +219,15 @@ function M.main(argv, ctx)
   if not r then
     -- Only the host runtime execs the command itself; for it, behave like a shell.
     local status = rt.name == "host" and (errno == 13 and 126 or 127) or exit.UNAVAILABLE
-    if run then run:finish({ outcome = "failed", kind = "launch", exit = status }) end
+    run:finish({ outcome = "failed", kind = "launch", exit = status })
     exit.fail(status, ("cannot start %s: %s"):format(rt.name, err))
   end
-  if run then
-    -- The command has run: a failing audit write is reported but does not replace its status.
-    local ok, e = pcall(function()
-      run:record("container.exited", { status = r.status, code = r.code, signal = r.signal, ms = r.ms })
-      run:finish({ outcome = "exited", exit = r.status, ms = r.ms })
-    end)
-    if not ok then ui.error(exit.is_failure(e) and e.message or tostring(e)) end
-  end
+  -- The command has run: a failing audit write is reported but does not replace its status.
+  local ok, e = pcall(function()
+    run:record("container.exited", { status = r.status, code = r.code, signal = r.signal, ms = r.ms })
+    run:finish({ outcome = "exited", exit = r.status, ms = r.ms })
+  end)
+  if not ok then ui.error(exit.is_failure(e) and e.message or tostring(e)) end
   return r.status
 end
 

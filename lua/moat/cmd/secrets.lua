@@ -113,8 +113,10 @@ function M.main(argv, ctx)
   local plan_mod = require("moat.plan")
   local secrets = require("moat.secrets")
   local cfg = config.load(pos[1] or ".", opts.config)
+  require("moat.trust").activate(cfg.dir)
   local plan = plan_mod.build(cfg, { secrets = opts.secret })
   for _, w in ipairs(plan.warnings) do ui.warn(w) end
+  require("moat.policy").enforce(plan)
   if opts.resolve then return _resolve(plan, secrets, limits, opts.json) end
   return _validate(plan, secrets, limits, opts.json)
 end
