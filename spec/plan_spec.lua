@@ -123,8 +123,8 @@ secrets:
     assert.matches("secret API_KEY is a plain value", text, 1, true)
     assert.matches("secret db_password is a plain value", text, 1, true)
     assert.is_nil(text:find("GREETING", 1, true))
-    assert.matches("GITHUB_TOKEN is a GitHub credential.*network%-layer injection", text)
-    assert.matches("AWS_SECRET_ACCESS_KEY is a AWS credential", text, 1, true)
+    assert.matches("GITHUB_TOKEN is a credential for GitHub.*network%-layer injection", text)
+    assert.matches("AWS_SECRET_ACCESS_KEY is a credential for AWS", text, 1, true)
     assert.is_nil(text:find("secret GITHUB_TOKEN is a plain", 1, true))
   end)
 

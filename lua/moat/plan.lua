@@ -167,7 +167,7 @@ function M.build(cfg, extra)
         end
       end
       if M.GRANT_NAMES[s.name] then
-        warnings[#warnings + 1] = ("%s is a %s credential: it will be visible to everything in the"
+        warnings[#warnings + 1] = ("%s is a credential for %s: it will be visible to everything in the"
           .. " container; network-layer injection (a proxy adding it to requests) is the safer design")
           :format(s.name, M.GRANT_NAMES[s.name])
       end
