@@ -205,7 +205,7 @@ describe("moat.auditlog", function()
         local run = auditlog.start(started_fields())
         run:close()
         ids[i] = run.id
-        assert.matches("^%d%d%d%d%d%d%d%dT%d%d%d%d%d%d%.%d%d%dZ%-%x%x%x%x%x%x%x%x$", run.id)
+        assert.matches("^%d%d%d%d%d%d%d%dT%d%d%d%d%d%d%.%d%d%d%d%d%dZ%-%x%x%x%x%x%x%x%x$", run.id)
       end
       for i = 2, 5 do assert.is_true(ids[i - 1] < ids[i] or ids[i - 1]:sub(1, 19) == ids[i]:sub(1, 19)) end
       local listed = auditlog.ids()

@@ -266,7 +266,10 @@ describe("moat.c.proc", function()
     local r = run({ "sh", "-c", "kill -PIPE $$; echo survived" })
     assert.equal(13, r.signal)
     local ignored = run({ "sh", "-c", "grep SigIgn /proc/self/status | cut -f2" }).stdout
-    assert.equal("0000000000000000\n", ignored)
+    -- Signals 32 and 33 belong to glibc (thread cancel, setxid); nobody can change them, so
+    -- whatever the test runner inherited there stays.
+    local mask = tonumber(ignored, 16) & ~0x180000000
+    assert.equal(0, mask)
   end)
 
   it("returns from wait as each of several processes finishes", function()

@@ -81,6 +81,11 @@ describe("moat.c.system", function()
   end)
 
   describe("clocks", function()
+    it("now(6) has microseconds, and refuses other precisions", function()
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%d%d%d%dZ$", system.now(6))
+      assert.has_error(function() system.now(4) end)
+    end)
+
     it("now() is UTC ISO 8601 with milliseconds", function()
       local now = system.now()
       assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$", now)

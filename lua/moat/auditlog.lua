@@ -65,15 +65,15 @@ function M.ensure_home()
   return home
 end
 
--- Returns a new run id: UTC start time to the millisecond plus 8 random hex digits,
--- e.g. 20261128T124533.123Z-1a2b3c4d. Ids sort by start time and are filename-safe.
+-- Returns a new run id: UTC start time to the microsecond plus 8 random hex digits,
+-- e.g. 20261128T124533.123456Z-1a2b3c4d. Ids sort by start time and are filename-safe.
 function M.new_id()
-  local ts = sys.now():gsub("[-:]", "")
+  local ts = sys.now(6):gsub("[-:]", "")
   return ts .. "-" .. sys.random_hex(4)
 end
 
 local function _check_id(id)
-  return type(id) == "string" and id:match("^%d%d%d%d%d%d%d%dT%d%d%d%d%d%d%.%d%d%dZ%-%x+$") ~= nil
+  return type(id) == "string" and id:match("^%d%d%d%d%d%d%d%dT%d%d%d%d%d%d%.%d%d%d+Z%-%x+$") ~= nil
 end
 
 -- Returns the bytes whose SHA-256 is a record's hash: prev ‖ canonical JSON of the record
