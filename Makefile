@@ -18,10 +18,11 @@ MOD_SOS  := $(MODS:%=$(BUILD)/lib/moat/c/%.so)
 
 DEB_PKGS := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted lua-filesystem \
             libyaml-dev libjansson-dev libsodium-dev luarocks lua-check cppcheck \
-            bubblewrap busybox-static docker.io podman runc uidmap clang
+            bubblewrap busybox-static docker.io podman runc uidmap clang \
+            libclang-rt-14-dev valgrind
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all test bench deps install rock-install clean asan
+.PHONY: all test bench deps install rock-install clean asan test-asan valgrind fuzz fuzz-replay lint
 all: $(BUILD)/moat $(MOD_SOS)
 
 $(BUILD)/modlist.h: Makefile $(wildcard src/*.c) | $(BUILD)/obj
@@ -53,6 +54,77 @@ asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
 	        LDFLAGS="-fsanitize=address,undefined"
 
+# The whole suite against build-asan. lua5.4 is not instrumented, so spec/asan/lua5.4 (first
+# on PATH) preloads the ASan runtime into every lua5.4 process, and only into those. Leak
+# checking is off because the interpreter exits without freeing its state (valgrind covers
+# leaks). Reports go to files under build-asan/reports; any report fails the target.
+ASAN_REPORTS := $(CURDIR)/build-asan/reports
+build-asan/unpreload.so: spec/asan/unpreload.c
+	mkdir -p build-asan && $(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $<
+
+test-asan: asan build-asan/unpreload.so
+	rm -rf $(ASAN_REPORTS) && mkdir -p $(ASAN_REPORTS)
+	MOAT_ASAN_LUA=$$(command -v lua5.4) MOAT_ASAN_RUNTIME=$$($(CC) -print-file-name=libasan.so) \
+	MOAT_ASAN_UNPRELOAD=$(CURDIR)/build-asan/unpreload.so PATH=$(CURDIR)/spec/asan:$$PATH \
+	MOAT_BUILD=$(CURDIR)/build-asan \
+	ASAN_OPTIONS=detect_leaks=0:log_path=$(ASAN_REPORTS)/asan \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(ASAN_REPORTS)/ubsan \
+	  spec/run; status=$$?; \
+	if [ -n "$$(ls -A $(ASAN_REPORTS))" ]; then cat $(ASAN_REPORTS)/*; echo "sanitizer findings above"; exit 1; fi; \
+	exit $$status
+
+# memcheck over the C module specs; a definite leak or any memory error fails.
+VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+            --show-leak-kinds=definite --trace-children=no
+valgrind: all
+	$(VALGRIND) lua5.4 $$(command -v busted) -o TAP $(wildcard spec/c_*_spec.lua)
+
+# libFuzzer targets: spec/fuzz/fuzz_<name>.c with seeds in spec/fuzz/corpus/<name>/. New
+# inputs go to build-fuzz/corpus/<name>, crashes to build-fuzz/crash-<name>-*.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS    ?= 1
+FUZZ_TARGETS := $(patsubst spec/fuzz/fuzz_%.c,%,$(wildcard spec/fuzz/fuzz_*.c))
+FUZZ_BINS    := $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
+FUZZ_OBJS    := $(MODS:%=build-fuzz/obj/%.o)
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  := -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra \
+                $(LUA_CFLAGS) -DMOAT_SITE_DIR='"$(SITE_DIR)"' -DMOAT_VERSION='"$(VERSION)"'
+
+.SECONDARY: $(FUZZ_OBJS)
+build-fuzz/obj build-fuzz/corpus:
+	mkdir -p $@
+
+build-fuzz/modlist.h: Makefile $(wildcard src/*.c) | build-fuzz/obj
+	@printf 'MOAT_MOD(%s)\n' $(MODS) > $@.tmp && mv $@.tmp $@
+
+build-fuzz/obj/%.o: src/%.c src/moat.h | build-fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build-fuzz/fuzz_%: spec/fuzz/fuzz_%.c spec/fuzz/harness.h build-fuzz/modlist.h $(FUZZ_OBJS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Ibuild-fuzz -DFUZZ_ROOT='"$(CURDIR)"' \
+	  -o $@ $< $(FUZZ_OBJS) $(LUA_LIBS) $(LDLIBS) -lm -ldl
+
+fuzz: $(FUZZ_BINS) | build-fuzz/corpus
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build-fuzz/corpus/$$t; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	  build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -max_len=4096 -print_final_stats=1 -artifact_prefix=build-fuzz/crash-$$t- \
+	    $$( [ -f spec/fuzz/$$t.dict ] && echo -dict=spec/fuzz/$$t.dict ) \
+	    build-fuzz/corpus/$$t spec/fuzz/corpus/$$t || exit 1; \
+	done
+
+# Runs every corpus file once through the instrumented targets (make test replays them
+# through the normal build).
+fuzz-replay: $(FUZZ_BINS)
+	@for t in $(FUZZ_TARGETS); do \
+	  build-fuzz/fuzz_$$t -runs=0 spec/fuzz/corpus/$$t 2>&1 | tail -1 || exit 1; \
+	done
+
+lint:
+	spec/run spec/lint_spec.lua
+
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -74,4 +146,4 @@ rock-install: all
 	install -D -m 0755 $(BUILD)/moat $(BINDIR)/moat
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -119,7 +119,8 @@ describe("moat.c.json", function()
     end)
 
     it("pretty-prints with two spaces and sorted keys", function()
-      assert.equal('{\n  "a": [\n    1,\n    2\n  ],\n  "b": {}\n}', json.encode({ b = {}, a = { 1, 2 } }, { pretty = true }))
+      assert.equal('{\n  "a": [\n    1,\n    2\n  ],\n  "b": {}\n}',
+        json.encode({ b = {}, a = { 1, 2 } }, { pretty = true }))
     end)
 
     it("encodes scalars", function()

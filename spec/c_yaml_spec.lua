@@ -180,8 +180,8 @@ describe("moat.c.yaml", function()
     it("accepts 10 000 nodes and refuses the 10 001st", function()
       -- the sequence itself is one node
       assert.equal(9999, #assert(load(("- x\n"):rep(9999))).items)
-      assert.equal("config.yaml:10000:3: more than 10000 nodes (every key, value and list item counts); that is the limit",
-        refusal(("- x\n"):rep(10000)))
+      assert.equal("config.yaml:10000:3: more than 10000 nodes (every key, value and list item counts);"
+        .. " that is the limit", refusal(("- x\n"):rep(10000)))
     end)
 
     it("counts keys and values as nodes", function()
@@ -199,7 +199,8 @@ describe("moat.c.yaml", function()
     end)
 
     it("refuses explicit tags", function()
-      assert.equal("config.yaml:3:7: tags (like !!str or !name) are not allowed", refusal("a: 1\nb: 2\nc:    !!str 3\n"))
+      assert.equal("config.yaml:3:7: tags (like !!str or !name) are not allowed",
+        refusal("a: 1\nb: 2\nc:    !!str 3\n"))
       assert.equal("config.yaml:1:4: tags (like !!str or !name) are not allowed", refusal("a: !foo\n  b: 1\n"))
       assert.equal("config.yaml:1:1: tags (like !!str or !name) are not allowed", refusal("!!seq [1]\n"))
       assert.equal("config.yaml:1:4: tags (like !!str or !name) are not allowed", refusal("a: ! x\n"))
@@ -249,20 +250,20 @@ describe("moat.c.yaml", function()
     it("reports syntax errors with libyaml's problem and mark", function()
       assert.equal("config.yaml:2:8: mapping values are not allowed in this context",
         refusal("name: demo\n  image: alpine\n"))
-      assert.equal("config.yaml:2:1: did not find expected ',' or ']' (while parsing a flow sequence that starts at 1:4)",
-        refusal("a: [1, 2\n"))
+      assert.equal("config.yaml:2:1: did not find expected ',' or ']'"
+        .. " (while parsing a flow sequence that starts at 1:4)", refusal("a: [1, 2\n"))
       assert.matches("^config.yaml:1:6: found unexpected end of stream", refusal("a: \"x"))
     end)
 
     it("refuses invalid UTF-8 at its position", function()
-      assert.equal("config.yaml:2:11: invalid text: invalid trailing UTF-8 octet (the file must be UTF-8 without control characters)",
-        refusal("a: 1\nname: caf\xc3\x28\n"))
+      assert.equal("config.yaml:2:11: invalid text: invalid trailing UTF-8 octet"
+        .. " (the file must be UTF-8 without control characters)", refusal("a: 1\nname: caf\xc3\x28\n"))
       assert.matches("^config.yaml:1:1: invalid text: ", refusal("\xff\xfea\0:\0"))
     end)
 
     it("refuses NUL and other control characters", function()
-      assert.equal("config.yaml:1:5: invalid text: control characters are not allowed (the file must be UTF-8 without control characters)",
-        refusal("a: b\0c\n"))
+      assert.equal("config.yaml:1:5: invalid text: control characters are not allowed"
+        .. " (the file must be UTF-8 without control characters)", refusal("a: b\0c\n"))
       assert.matches("control characters are not allowed", refusal("a: \27[31m\n"))
     end)
 

@@ -60,8 +60,8 @@ describe("hostile YAML", function()
   end)
 
   it("refuses 20 000 items at the 10 001st node", function()
-    assert.equal("hostile.yaml:10000:3: more than 10000 nodes (every key, value and list item counts); that is the limit",
-      select(2, timed(hostile.many_items())))
+    assert.equal("hostile.yaml:10000:3: more than 10000 nodes (every key, value and list item counts);"
+      .. " that is the limit", select(2, timed(hostile.many_items())))
   end)
 
   it("refuses random bytes from other seeds too", function()
