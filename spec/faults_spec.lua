@@ -3,7 +3,6 @@
 -- full or unwritable $MOAT_HOME; a runtime that is missing or cannot start. Each gives its
 -- named error and documented exit status, launches nothing and leaves nothing behind.
 local t = require("support.moat")
-local proc = require("moat.c.proc")
 local sys = require("moat.c.system")
 local json = require("moat.c.json")
 local lfs = require("lfs")
@@ -122,7 +121,8 @@ describe("fault injection", function()
         assert.equal("", out)
         assert.matches("3 secrets could not be resolved", err, 1, true)
         assert.matches("A (op://vault/item/field, backend op): " .. c.op, err, 1, true)
-        assert.matches("S (ssm:///app/fault, backend ssm): " .. (c.mode == "orphan" and "aws ssm" or c.aws), err, 1, true)
+        assert.matches("S (ssm:///app/fault, backend ssm): " .. (c.mode == "orphan" and "aws ssm" or c.aws),
+          err, 1, true)
         assert.matches("W (awssm:///app/fault, backend awssm): " .. (c.mode == "orphan" and "aws secretsmanager"
           or c.aws), err, 1, true)
         nothing_left(out, err)
@@ -144,7 +144,8 @@ describe("fault injection", function()
         { FAULT_MODE = "garbage" })
       assert.equal(69, code, err)
       assert.matches("2 secrets could not be resolved", err, 1, true)
-      assert.matches("S (ssm:///app/fault, backend ssm): aws printed output that is not the expected JSON", err, 1, true)
+      assert.matches("S (ssm:///app/fault, backend ssm): aws printed output that is not the expected JSON",
+        err, 1, true)
       assert.matches("W (awssm:///app/fault, backend awssm): aws printed output that is not the expected JSON",
         err, 1, true)
       assert.is_nil(err:find("not JSON <html>", 1, true))
