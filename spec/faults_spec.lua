@@ -232,6 +232,7 @@ describe("fault injection", function()
 
     it("an unwritable $MOAT_HOME (owned by root, moat as another user): exit 74, nothing launched", function()
       -- root ignores permissions, so moat runs as nobody; everything else it needs is readable.
+      if sys.getuid() ~= 0 then pending("needs root to run moat as another user") return end
       for _, d in ipairs({ ws, home, tmp, cwd }) do assert.equal(0, t.exec({ "chmod", "0755", d }).code) end
       assert.equal(0, t.exec({ "chown", NOBODY, tmp, cwd }).code)
       assert.equal(0, t.exec({ "chmod", "0777", ws }).code)
