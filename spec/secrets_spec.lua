@@ -161,14 +161,24 @@ describe("moat.secrets", function()
     assert.matches(secrets.HIDDEN, f.reason, 1, true)
   end)
 
+  -- Durations unique to this process, so another suite running at the same time cannot be
+  -- mistaken for a survivor of ours.
+  local uniq = ("%d"):format(require("moat.c.system").getpid() % 100000)
+  local HANG_S, HELD_S = "47." .. uniq, "48." .. uniq
+
+  -- A killed process may take a moment to be gone on a busy machine: look for up to 5 s.
   local function running(pattern)
-    return t.exec({ "pgrep", "-f", pattern }).code == 0
+    for _ = 1, 50 do
+      if t.exec({ "pgrep", "-f", pattern }).code ~= 0 then return false end
+      t.exec({ "sleep", "0.1" })
+    end
+    return true
   end
 
   it("kills a hanging backend program and its process group at the timeout, naming it", function()
     state.actions = {
       hang = { run = { "sleep", "30" } },
-      held = { run = { FIX .. "/grandchild", "47.25", "wait" } },
+      held = { run = { FIX .. "/grandchild", HANG_S, "wait" } },
     }
     local p = make_plan("  HANG: tmem://hang\n  HELD: tmemb://held\n")
     local t0 = os.time()
@@ -181,17 +191,17 @@ describe("moat.secrets", function()
       assert.matches("did not finish within 1 s and was killed", f.reason, 1, true)
       assert.matches("--timeout", f.fix, 1, true)
     end
-    assert.is_false(running("sleep 47.25"))
+    assert.is_false(running("sleep " .. HANG_S))
   end)
 
   it("does not wait for a grandchild that holds stdout after the program exits; kills it", function()
-    state.actions = { held = { run = { FIX .. "/grandchild", "48.25" } } }
+    state.actions = { held = { run = { FIX .. "/grandchild", HELD_S } } }
     local t0 = os.time()
     local res = secrets.resolve(make_plan("  HELD: tmem://held\n"), { timeout = 30, env = env_with() })
     assert.is_true(os.time() - t0 < 20)
     assert.is_true(res.ok)
     assert.equal("started\n", res.values.HELD)
-    assert.is_false(running("sleep 48.25"))
+    assert.is_false(running("sleep " .. HELD_S))
   end)
 
   it("kills a flooding backend program at the output cap", function()
@@ -252,6 +262,10 @@ describe("moat.secrets", function()
     assert.equal(dir .. "/moat/backends/tmem.lua", by.tmem.file)
     assert.equal("test backend tmem", by.tmem.description)
     assert.truthy(by.env)
+  end)
+
+  it("indents a backend's continuation lines so they cannot pass for moat's own", function()
+    assert.equal("first\n    moat: error: forged", secrets.sanitize("first\nmoat: error: forged\n"))
   end)
 
   it("sanitizes text: values, their lines, control characters, length", function()

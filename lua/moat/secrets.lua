@@ -105,6 +105,8 @@ function M.sanitize(text, values, cap)
     end
   end
   text = text:gsub("\r?\n$", ""):gsub("[%z\1-\9\11-\31\127]", function(c) return ("\\x%02x"):format(c:byte()) end)
+  -- Continuation lines are indented so a backend's text can never pass for a line of moat's own.
+  text = text:gsub("\n", "\n    ")
   cap = cap or 500
   if #text > cap then text = text:sub(1, cap) .. "..." end
   return text
