@@ -55,17 +55,25 @@ asan:
 	        LDFLAGS="-fsanitize=address,undefined"
 
 # The whole suite against build-asan. lua5.4 is not instrumented, so spec/asan/lua5.4 (first
-# on PATH) preloads the ASan runtime into every lua5.4 process, and only into those. Leak
-# checking is off because the interpreter exits without freeing its state (valgrind covers
-# leaks). Reports go to files under build-asan/reports; any report fails the target.
+# on PATH) preloads the ASan runtime into every lua5.4 process, and only into those. It sits
+# in build-asan/lua/bin beside an include/ with Lua's headers, so luarocks, which derives
+# its Lua prefix from the interpreter on PATH, still finds them. Leak checking is off because
+# the interpreter exits without freeing its state (valgrind covers leaks). Reports go to
+# files under build-asan/reports; any report fails the target.
 ASAN_REPORTS := $(CURDIR)/build-asan/reports
+LUA_INCDIR   := $(or $(patsubst -I%,%,$(firstword $(filter -I%,$(LUA_CFLAGS)))),/usr/include/lua5.4)
 build-asan/unpreload.so: spec/asan/unpreload.c
 	mkdir -p build-asan && $(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $<
 
-test-asan: asan build-asan/unpreload.so
+build-asan/lua/bin/lua5.4: spec/asan/lua5.4
+	mkdir -p build-asan/lua/bin
+	ln -sfn $(LUA_INCDIR) build-asan/lua/include
+	ln -sf $(CURDIR)/spec/asan/lua5.4 $@
+
+test-asan: asan build-asan/unpreload.so build-asan/lua/bin/lua5.4
 	rm -rf $(ASAN_REPORTS) && mkdir -p $(ASAN_REPORTS)
 	MOAT_ASAN_LUA=$$(command -v lua5.4) MOAT_ASAN_RUNTIME=$$($(CC) -print-file-name=libasan.so) \
-	MOAT_ASAN_UNPRELOAD=$(CURDIR)/build-asan/unpreload.so PATH=$(CURDIR)/spec/asan:$$PATH \
+	MOAT_ASAN_UNPRELOAD=$(CURDIR)/build-asan/unpreload.so PATH=$(CURDIR)/build-asan/lua/bin:$$PATH \
 	MOAT_BUILD=$(CURDIR)/build-asan \
 	ASAN_OPTIONS=detect_leaks=0:log_path=$(ASAN_REPORTS)/asan \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(ASAN_REPORTS)/ubsan \
@@ -119,7 +127,9 @@ fuzz: $(FUZZ_BINS) | build-fuzz/corpus
 # through the normal build).
 fuzz-replay: $(FUZZ_BINS)
 	@for t in $(FUZZ_TARGETS); do \
-	  build-fuzz/fuzz_$$t -runs=0 spec/fuzz/corpus/$$t 2>&1 | tail -1 || exit 1; \
+	  if build-fuzz/fuzz_$$t -runs=0 -artifact_prefix=build-fuzz/replay-$$t- spec/fuzz/corpus/$$t > build-fuzz/replay-$$t.log 2>&1; then \
+	    echo "fuzz_$$t: $$(ls spec/fuzz/corpus/$$t | wc -l) corpus files replayed"; \
+	  else cat build-fuzz/replay-$$t.log; exit 1; fi; \
 	done
 
 lint:
