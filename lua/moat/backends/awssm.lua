@@ -10,12 +10,23 @@ local M = {
 M.batch = 20          -- BatchGetSecretValue takes at most 20 secret ids
 M.no_batch = false    -- set once the CLI turned out not to know batch-get-secret-value
 
-local _MAX_REASON = 300
-local _INSTALL_FIX = "install the AWS CLI (https://aws.amazon.com/cli/ or your package manager) "
-  .. "and make sure `aws` is on PATH"
+local awscli = require("moat.awscli")
 
-local function _valid_region(region)
-  return #region <= 32 and region:match("^%l%l%-[%l%-]+%-%d+$") ~= nil
+-- The Secrets Manager side of the CLI's errors, for awscli.classify.
+local _SVC = {
+  service = "Secrets Manager", noun = "the secret", grant = "secretsmanager:GetSecretValue",
+  ref = "awssm://REGION/name", example = "awssm://us-east-1/name",
+}
+function _SVC.specific(code, _, region)
+  if code == "ResourceNotFoundException" then
+    return { kind = "not_found", reason = "the secret does not exist in " .. awscli.where(region),
+      fix = "check the name and region: `aws secretsmanager list-secrets`" }
+  elseif code == "DecryptionFailure" then
+    return awscli.failure("kms", _SVC, region)
+  elseif code == "InvalidRequestException" then
+    return { kind = "invalid", reason = "Secrets Manager refused the request (is the secret scheduled for deletion?)",
+      fix = "check the secret with `aws secretsmanager describe-secret --secret-id …`" }
+  end
 end
 
 -- Parses "awssm:///name[#key]" or "awssm://region/name[#key]"; returns
@@ -35,7 +46,7 @@ function M.parse(ref)
   end
   if region == "" then
     region = nil
-  elseif not _valid_region(region) then
+  elseif not awscli.valid_region(region) then
     return nil, "'" .. region .. "' is not an AWS region name (like eu-west-1)"
   end
   if id == "" then return nil, "the secret name is empty" end
@@ -77,99 +88,6 @@ local function _unbase64(s)
   return table.concat(out)
 end
 
--- The one line of CLI output worth showing, without control characters, capped.
-local function _said(text)
-  local pick
-  for line in (text or ""):gmatch("[^\r\n]+") do
-    line = line:gsub("%c", " "):match("^%s*(.-)%s*$")
-    if line ~= "" then
-      if line:find("An error occurred", 1, true) or line:find("[Ee]rror") or line:find("Unable to", 1, true)
-        or line:find("Could not", 1, true) then
-        pick = line
-        break
-      end
-      pick = pick or line
-    end
-  end
-  pick = pick or ""
-  if #pick > _MAX_REASON then pick = pick:sub(1, _MAX_REASON) .. "…" end
-  return pick
-end
-
-local function _where(region)
-  return region and ("region " .. region) or "the CLI's default region"
-end
-
--- Maps an AWS error code (from the CLI's stderr or a batch Errors entry) to a failure.
-local function _by_code(code, region, op)
-  if code == "ResourceNotFoundException" then
-    return { kind = "not_found", reason = "the secret does not exist in " .. _where(region),
-      fix = "check the name and region: `aws secretsmanager list-secrets`" }
-  elseif code == "DecryptionFailure" then
-    return { kind = "auth", reason = "KMS refused to decrypt the secret",
-      fix = "grant kms:Decrypt on the secret's KMS key to this identity" }
-  elseif code == "AccessDeniedException" then
-    return { kind = "auth", reason = "AWS denied access to the secret",
-      fix = "grant secretsmanager:GetSecretValue on the secret to this identity (see `aws sts get-caller-identity`)" }
-  elseif code == "InvalidRequestException" then
-    return { kind = "invalid", reason = "Secrets Manager refused the request (is the secret scheduled for deletion?)",
-      fix = "check the secret with `aws secretsmanager describe-secret --secret-id …`" }
-  elseif code == "ExpiredTokenException" then
-    return { kind = "auth", reason = "the AWS session token has expired",
-      fix = "run `aws sso login` (with the same AWS_PROFILE) or refresh the temporary credentials" }
-  elseif code == "UnrecognizedClientException" or code == "InvalidClientTokenId"
-    or code == "InvalidSignatureException" or code == "SignatureDoesNotMatch" then
-    return { kind = "auth", reason = "AWS rejected the credentials",
-      fix = "check AWS_PROFILE / AWS_ACCESS_KEY_ID and run `aws sts get-caller-identity`" }
-  elseif code == "ThrottlingException" then
-    return { kind = "unavailable", reason = "Secrets Manager throttled the request",
-      fix = "retry later or lower --jobs" }
-  end
-  return { kind = "unavailable", reason = ("aws secretsmanager %s failed%s"):format(op,
-      code and (" (" .. code .. ")") or ""),
-    fix = ("run the same `aws secretsmanager %s` by hand to see the full error"):format(op) }
-end
-
--- Maps a failed aws call to { kind, reason, fix, global } from its output; `global` marks
--- failures that no other call could avoid (credentials, network, region).
-local function _classify(r, region, op)
-  local err = (r.stderr or "") .. "\n" .. (r.stdout or "")
-  local function has(s) return err:find(s, 1, true) ~= nil end
-  if has("Unable to locate credentials") or has("NoCredentialsError") then
-    return { global = true, kind = "auth", reason = "the aws CLI found no AWS credentials",
-      fix = "run `aws configure`, set AWS_PROFILE to a configured profile, or run `aws sso login`" }
-  end
-  if has("Could not connect to the endpoint URL") or has("Connect timeout on endpoint URL") then
-    return { global = true, kind = "unavailable",
-      reason = "the aws CLI could not reach Secrets Manager in " .. _where(region),
-      fix = "check the region (awssm://REGION/name, AWS_REGION or AWS_DEFAULT_REGION), the network, "
-        .. "and AWS_ENDPOINT_URL if it is set" }
-  end
-  if has("You must specify a region") or has("NoRegionError") then
-    return { global = true, kind = "invalid", reason = "no AWS region is configured",
-      fix = "write the region in the reference (awssm://us-east-1/name) or set AWS_REGION / `aws configure`" }
-  end
-  if has("Token has expired") or has("token has expired")
-    or has("security token included in the request is expired") then
-    local f = _by_code("ExpiredTokenException", region, op)
-    f.global = true
-    return f
-  end
-  local code = err:match("An error occurred %((%w+)%)")
-  local f = _by_code(code, region, op)
-  f.global = code == "UnrecognizedClientException" or code == "InvalidClientTokenId" or code == "ExpiredTokenException"
-  return f
-end
-
-local function _spawn_failure(msg, errno)
-  msg = tostring(msg or "")
-  if errno == 2 or msg:find("No such file", 1, true) or msg:find("not found", 1, true) then
-    return { global = true, kind = "unavailable", reason = "the aws CLI is not installed or not on PATH",
-      fix = _INSTALL_FIX }
-  end
-  return { global = true, kind = "unavailable", reason = "could not start the aws CLI", fix = _INSTALL_FIX }
-end
-
 local function _argv(op, region, ...)
   local argv = { "aws", "secretsmanager", op, ... }
   argv[#argv + 1] = "--output"
@@ -181,29 +99,14 @@ local function _argv(op, region, ...)
   return argv
 end
 
--- Runs argv; returns decoded JSON | nil, failure.
+-- Runs argv; returns decoded JSON | nil, failure (with `unsupported` when the CLI lacks `op`).
 local function _call(ctx, argv, region, op)
-  local r, err, errno = ctx.run(argv, {})
-  if not r then return nil, _spawn_failure(err, errno) end
-  local cut = ctx.run_failure and ctx.run_failure(r, "aws")
-  if cut then return nil, cut end
-  if r.timed_out then
-    return nil, { kind = "timeout", reason = "aws did not finish in time",
-      fix = "check the network, or raise --timeout" }
-  end
-  if r.code ~= 0 then
-    local f = _classify(r, region, op)
-    f.detail = _said(r.stderr)
-    f.unsupported = (r.stderr or ""):find("Invalid choice", 1, true) ~= nil
-    return nil, f
-  end
-  local doc = ctx.json.decode(r.stdout or "")
-  -- The decoder's message may quote the output (a value), so it is not passed on.
-  if type(doc) ~= "table" then
-    return nil, { kind = "unavailable", reason = "aws printed output that is not the expected JSON",
-      fix = "check that `aws` is the AWS CLI and that AWS_DEFAULT_OUTPUT or a cli_pager does not interfere" }
-  end
-  return doc
+  local doc, f = awscli.call(ctx, argv, function(r)
+    return awscli.classify((r.stderr or "") .. "\n" .. (r.stdout or ""), _SVC,
+      { region = region, exit = r.code, cmd = "aws secretsmanager " .. op })
+  end)
+  if not doc and f.detail then f.unsupported = f.detail:find("Invalid choice", 1, true) ~= nil end
+  return doc, f
 end
 
 -- Returns the secret's bytes from a GetSecretValue-shaped entry | nil, failure.
@@ -258,8 +161,11 @@ local function _batch(ctx, region, ids)
   end
   for _, e in ipairs(type(doc.Errors) == "table" and doc.Errors or {}) do
     if type(e) == "table" and type(e.SecretId) == "string" then
-      local fail = _by_code(type(e.ErrorCode) == "string" and e.ErrorCode or nil, region, "batch-get-secret-value")
-      if type(e.Message) == "string" then fail.detail = _said(e.Message) end
+      local code = type(e.ErrorCode) == "string" and e.ErrorCode or nil
+      local msg = type(e.Message) == "string" and e.Message or nil
+      local fail = awscli.classify((code or "") .. "\n" .. (msg or ""), _SVC,
+        { region = region, code = code, cmd = "aws secretsmanager batch-get-secret-value" })
+      fail.detail = msg
       out[e.SecretId] = fail
     end
   end
@@ -297,16 +203,8 @@ local function _take(ctx, payload, key)
     fix = "point #key at a string, number or boolean" }
 end
 
--- Optional readiness check: true | nil, reason, fix.
-function M.check(ctx)
-  local r, err, errno = ctx.run({ "aws", "--version" }, {})
-  if not r then
-    local f = _spawn_failure(err, errno)
-    return nil, f.reason, f.fix
-  end
-  if r.code ~= 0 then return nil, "`aws --version` failed (exit " .. tostring(r.code) .. ")", _INSTALL_FIX end
-  return true
-end
+-- Optional readiness check (runs `aws --version`): true | nil, reason, fix.
+M.check = awscli.check
 
 -- Resolves requests ({name, ref, parsed}): ≤ 20 secrets a call per region, all calls at once.
 function M.resolve(requests, ctx)
@@ -339,21 +237,25 @@ function M.resolve(requests, ctx)
   for i, j in ipairs(jobs) do
     for _, id in ipairs(j.ids) do got[(j.region or "") .. "\0" .. id] = results[i][id] end
   end
+  -- Failures are reported last so their CLI text can be scrubbed of every value fetched.
+  local values, failed = {}, {}
+  for _, v in pairs(got) do
+    if type(v) == "string" then values[#values + 1] = v end
+  end
   for _, req in ipairs(requests) do
     local p = req.parsed or assert(M.parse(req.ref))
     local v = got[(p.region or "") .. "\0" .. p.id]
     local f
     if type(v) == "string" and p.key then v, f = _take(ctx, v, p.key) end
     if type(v) == "string" then
+      values[#values + 1] = v
       ctx.ok(req, v)
     else
-      f = f or v or { kind = "unavailable", reason = "no answer for this secret" }
-      local reason = f.reason
-      if f.detail and f.detail ~= "" then
-        reason = reason .. ": " .. (ctx.sanitize and ctx.sanitize(f.detail) or f.detail)
-      end
-      ctx.fail(req, { kind = f.kind, reason = reason, fix = f.fix })
+      failed[#failed + 1] = { req = req, f = f or v or { kind = "unavailable", reason = "no answer for this secret" } }
     end
+  end
+  for _, x in ipairs(failed) do
+    ctx.fail(x.req, { kind = x.f.kind, reason = awscli.reason(x.f, values), fix = x.f.fix })
   end
 end
 

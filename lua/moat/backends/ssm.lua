@@ -7,24 +7,21 @@ local M = {
 -- The API takes at most 10 names per GetParameters call.
 M.batch = 10
 
+local awscli = require("moat.awscli")
+
 local _MAX_NAME = 2048
-local _MAX_REASON = 400
 
-local _INSTALL_FIX = "install the AWS CLI (https://aws.amazon.com/cli/ or your package manager) "
-  .. "and make sure `aws` is on PATH"
-
-local function _valid_region(region)
-  if #region > 32 then return false end
-  local parts = {}
-  for part in (region .. "-"):gmatch("([^-]*)-") do parts[#parts + 1] = part end
-  if #parts < 3 or not parts[1]:match("^%l%l$") or not parts[#parts]:match("^%d+$") then
-    return false
-  end
-  for i = 2, #parts - 1 do
-    if not parts[i]:match("^%l+$") then return false end
-  end
-  return true
-end
+-- The parameter-store side of the CLI's errors, for awscli.classify.
+local _SVC = {
+  service = "SSM", noun = "the parameter", encrypted = "the SecureString parameter",
+  grant = "ssm:GetParameters", ref = "ssm://REGION/path", example = "ssm://us-east-1/path",
+  specific = function(_, text, region)
+    if text:find("ParameterNotFound", 1, true) or text:find("ParameterVersionNotFound", 1, true) then
+      return { kind = "not_found", reason = "the parameter does not exist in " .. awscli.where(region),
+        fix = "check the name, version and region: `aws ssm describe-parameters`" }
+    end
+  end,
+}
 
 local function _valid_selector(sel)
   if sel:match("^%d+$") then return #sel <= 20 end
@@ -47,7 +44,7 @@ function M.parse(ref)
   end
   if region == "" then
     region = nil
-  elseif not _valid_region(region) then
+  elseif not awscli.valid_region(region) then
     return nil, "'" .. region .. "' is not an AWS region name (like us-east-1)"
   end
   if #name > _MAX_NAME then
@@ -65,92 +62,6 @@ function M.parse(ref)
     return nil, "':" .. sel .. "' is not a version number or label"
   end
   return { region = region, name = name, path = path, selector = sel and (":" .. sel) or nil }
-end
-
--- Keeps the one line of CLI output that says what went wrong, without control characters and
--- capped, and with every value fetched in this resolve concealed.
-local function _sanitize(text, values)
-  local pick
-  for line in (text or ""):gmatch("[^\r\n]+") do
-    line = line:gsub("%c", " "):match("^%s*(.-)%s*$")
-    if line ~= "" then
-      if line:find("An error occurred", 1, true) or line:find("Unable to locate", 1, true)
-        or line:find("Could not connect", 1, true) or line:find("[Ee]rror") then
-        pick = line
-        break
-      end
-      pick = pick or line
-    end
-  end
-  pick = pick or ""
-  for _, v in ipairs(values) do
-    if #v > 0 then
-      local i = 1
-      while true do
-        local s, e = pick:find(v, i, true)
-        if not s then break end
-        pick = pick:sub(1, s - 1) .. "<concealed by moat>" .. pick:sub(e + 1)
-        i = s + #"<concealed by moat>"
-      end
-    end
-  end
-  if #pick > _MAX_REASON then pick = pick:sub(1, _MAX_REASON) .. "…" end
-  return pick
-end
-
-local function _where(region)
-  return region and ("region " .. region) or "the CLI's default region"
-end
-
--- Maps a failed aws call to { kind, reason, fix } from its stderr.
-local function _classify(r, region)
-  local err = (r.stderr or "") .. "\n" .. (r.stdout or "")
-  local function has(s) return err:find(s, 1, true) ~= nil end
-  if r.code == 127 and not has("An error occurred") then
-    return { kind = "unavailable", reason = "the aws CLI is not installed or not on PATH", fix = _INSTALL_FIX }
-  end
-  if has("Unable to locate credentials") or has("NoCredentialsError") then
-    return { kind = "auth", reason = "the aws CLI found no AWS credentials",
-      fix = "run `aws configure`, set AWS_PROFILE to a configured profile, or run `aws sso login`" }
-  end
-  if has("ExpiredToken") or has("security token included in the request is expired")
-    or has("Token has expired") or has("token has expired")
-    or (has("SSO") and has("expired")) then
-    return { kind = "auth", reason = "the AWS session token has expired",
-      fix = "run `aws sso login` (with the same AWS_PROFILE) or refresh the temporary credentials" }
-  end
-  if has("kms:Decrypt") or has("AWSKMS") or has("KMS") or has("ciphertext refers to a customer master key") then
-    return { kind = "auth", reason = "KMS refused to decrypt the SecureString parameter",
-      fix = "grant kms:Decrypt on the parameter's KMS key to this identity (IAM policy or key policy)" }
-  end
-  if has("AccessDeniedException") or has("is not authorized to perform") then
-    return { kind = "auth", reason = "AWS denied access to the parameter",
-      fix = "grant ssm:GetParameters on the parameter to this identity (see `aws sts get-caller-identity`)" }
-  end
-  if has("UnrecognizedClientException") or has("InvalidClientTokenId")
-    or has("SignatureDoesNotMatch") or has("security token included in the request is invalid") then
-    return { kind = "auth", reason = "AWS rejected the credentials",
-      fix = "check AWS_PROFILE / AWS_ACCESS_KEY_ID and run `aws sts get-caller-identity`" }
-  end
-  if has("ParameterNotFound") or has("ParameterVersionNotFound") then
-    return { kind = "not_found", reason = "the parameter does not exist in " .. _where(region),
-      fix = "check the name, version and region: `aws ssm describe-parameters`" }
-  end
-  if has("Could not connect to the endpoint URL") or has("Connect timeout on endpoint URL") then
-    return { kind = "unavailable", reason = "the aws CLI could not reach SSM in " .. _where(region),
-      fix = "check the region (ssm://REGION/path, AWS_REGION or AWS_DEFAULT_REGION), the network, "
-        .. "and AWS_ENDPOINT_URL if it is set" }
-  end
-  if has("You must specify a region") or has("NoRegionError") then
-    return { kind = "invalid", reason = "no AWS region is configured",
-      fix = "write the region in the reference (ssm://us-east-1/path) or set AWS_REGION / `aws configure`" }
-  end
-  if has("ThrottlingException") or has("Rate exceeded") then
-    return { kind = "unavailable", reason = "SSM throttled the request",
-      fix = "retry later or lower --jobs" }
-  end
-  return { kind = "unavailable", reason = "aws ssm get-parameters failed (exit " .. tostring(r.code) .. ")",
-    fix = "run the same `aws ssm get-parameters --names …` by hand to see the full error" }
 end
 
 -- Splits one region's names into as few calls of at most M.batch names as possible, none
@@ -188,16 +99,6 @@ local function _chunks(names, paths)
   return chunks
 end
 
-local function _spawn_failure(msg, errno)
-  msg = tostring(msg or "")
-  if errno == 2 or msg:find("No such file", 1, true) or msg:find("not found", 1, true)
-    or msg:find("ENOENT", 1, true) then
-    return { kind = "unavailable", reason = "the aws CLI is not installed or not on PATH", fix = _INSTALL_FIX }
-  end
-  return { kind = "unavailable", reason = "could not start the aws CLI: " .. _sanitize(msg, {}),
-    fix = _INSTALL_FIX }
-end
-
 -- Runs one get-parameters call; returns { values = { name = value }, fails = { name = failure } }.
 local function _call(ctx, region, names)
   local argv = { "aws", "ssm", "get-parameters", "--names" }
@@ -210,28 +111,13 @@ local function _call(ctx, region, names)
     argv[#argv + 1] = region
   end
   local out = { values = {}, fails = {} }
-  local function fail_all(f)
+  local doc, f = awscli.call(ctx, argv, function(r)
+    return awscli.classify((r.stderr or "") .. "\n" .. (r.stdout or ""), _SVC, { region = region, exit = r.code,
+      cmd = "aws ssm get-parameters", by_hand = "aws ssm get-parameters --names …" })
+  end)
+  if not doc then
     for _, n in ipairs(names) do out.fails[n] = f end
     return out
-  end
-  local r, err, errno = ctx.run(argv, {})
-  if not r then return fail_all(_spawn_failure(err, errno)) end
-  local cut = ctx.run_failure and ctx.run_failure(r, "aws")
-  if cut then return fail_all(cut) end
-  if r.timed_out then
-    return fail_all({ kind = "timeout", reason = "aws ssm get-parameters did not finish in time",
-      fix = "check the network and the region, or raise --timeout" })
-  end
-  if r.code ~= 0 or (r.signal and r.signal ~= 0) then
-    local f = _classify(r, region)
-    f.detail = r.stderr
-    return fail_all(f)
-  end
-  local doc = ctx.json.decode(r.stdout or "")
-  -- The decoder's message may quote the output, so it is not passed on.
-  if type(doc) ~= "table" then
-    return fail_all({ kind = "unavailable", reason = "aws printed output that is not the expected JSON",
-      fix = "check that `aws` is the AWS CLI and that AWS_DEFAULT_OUTPUT or a cli_pager does not interfere" })
   end
   local want = {}
   for _, n in ipairs(names) do want[n] = true end
@@ -248,7 +134,7 @@ local function _call(ctx, region, names)
   end
   for _, n in ipairs(type(doc.InvalidParameters) == "table" and doc.InvalidParameters or {}) do
     if type(n) == "string" and want[n] and out.values[n] == nil then
-      out.fails[n] = { kind = "not_found", reason = "the parameter does not exist in " .. _where(region),
+      out.fails[n] = { kind = "not_found", reason = "the parameter does not exist in " .. awscli.where(region),
         fix = "check the name, version or label and the region: `aws ssm describe-parameters`" }
     end
   end
@@ -261,18 +147,8 @@ local function _call(ctx, region, names)
   return out
 end
 
--- Optional readiness check: true | nil, reason, fix.
-function M.check(ctx)
-  local r, err, errno = ctx.run({ "aws", "--version" }, {})
-  if not r then
-    local f = _spawn_failure(err, errno)
-    return nil, f.reason, f.fix
-  end
-  if r.code ~= 0 then
-    return nil, "`aws --version` failed (exit " .. tostring(r.code) .. ")", _INSTALL_FIX
-  end
-  return true
-end
+-- Optional readiness check (runs `aws --version`): true | nil, reason, fix.
+M.check = awscli.check
 
 -- Resolves requests ({name, ref, parsed}) with one aws call per ≤ 10 names per region, all
 -- calls concurrent; reports each through ctx.ok / ctx.fail.
@@ -320,7 +196,6 @@ function M.resolve(requests, ctx)
   for _, res in ipairs(results) do
     for _, v in pairs(res.values) do values[#values + 1] = v end
   end
-  table.sort(values, function(a, b) return #a > #b end)
   for i, j in ipairs(jobs) do
     local res = results[i]
     for _, n in ipairs(j.names) do
@@ -335,11 +210,7 @@ function M.resolve(requests, ctx)
     for _, n in ipairs(j.names) do
       local f = res.fails[n]
       if f then
-        local reason = f.reason
-        if f.detail then
-          local said = _sanitize(f.detail, values)
-          if said ~= "" then reason = reason .. ": " .. said end
-        end
+        local reason = awscli.reason(f, values)
         for _, req in ipairs(j.group.reqs[n]) do
           ctx.fail(req, { kind = f.kind, reason = reason, fix = f.fix })
         end
