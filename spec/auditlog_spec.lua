@@ -349,6 +349,19 @@ describe("moat.auditlog", function()
       check(6, "malformed")
     end)
 
+    it("when the signature names seq 0 or below, even beside an emptied log", function()
+      local s = json.decode((slurp(run.dir .. "/audit.sig"):gsub("\n$", "")))
+      s.seq = -3
+      spit(run.dir .. "/audit.sig", json.encode(s, { canonical = true }))
+      check(1, "signed run starts at seq 1")
+      spit(run.path, "")
+      s.seq = 0
+      spit(run.dir .. "/audit.sig", json.encode(s, { canonical = true }))
+      check(1, "signed run starts at seq 1")
+      spit(run.dir .. "/audit.sig", "not json")
+      check(1, "malformed")
+    end)
+
     it("when a record is appended after the signed head", function()
       local r = json.decode(lines[6])
       r.seq, r.prev, r.type, r.data = 7, r.hash, "secret.resolved", { name = "LATE" }

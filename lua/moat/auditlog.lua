@@ -414,11 +414,15 @@ function M.verify(path, opts)
   local s = json.decode((sigtext:gsub("\n$", "")))
   if type(s) ~= "table" or math.type(s.seq) ~= "integer" or type(s.hash) ~= "string"
       or type(s.sig) ~= "string" or type(s.run) ~= "string" then
-    return _report("invalid", { bad_seq = count, records = count, torn = torn,
+    return _report("invalid", { bad_seq = math.max(count, 1), records = count, torn = torn,
       reason = M.SIG .. " is malformed" })
   end
   local function bad(seq, why)
     return _report("invalid", { bad_seq = seq, reason = why, records = count, torn = torn, signed_seq = s.seq })
+  end
+  -- Every finished run has at least run.started and run.finished: a signature below seq 1 is forged.
+  if s.seq < 1 then
+    return bad(1, ("the signature names seq %d; a signed run starts at seq 1"):format(s.seq))
   end
   if s.seq > count then
     return bad(count + 1, ("the log ends at seq %d but the signature covers seq %d: "
