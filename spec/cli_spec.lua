@@ -64,6 +64,25 @@ describe("moat CLI", function()
     assert.equal(out, out2)
   end)
 
+  it("never prints a plain secret value, in text or JSON", function()
+    t.write(home .. "/pv/moat.yaml", "secrets:\n  DB: hunter2-plain-secret\n  X: env://HOME\n")
+    for _, extra in ipairs({ {}, { "--json" } }) do
+      local code, out = t.moat({ "config", home .. "/pv", table.unpack(extra) }, { env = env() })
+      assert.equal(0, code)
+      assert.not_matches("hunter2", out, 1, true)
+      assert.matches("(plain value)", out, 1, true)
+      assert.matches("env://HOME", out, 1, true)
+    end
+  end)
+
+  it("ignores LUA_PATH and LUA_CPATH: no module directory outside the search order", function()
+    t.write(home .. "/evil/moat/cmd/config.lua", "return { main = function() print('evil') return 0 end }")
+    local code, out = t.moat({ "config", MOAT_ROOT .. "/examples/hello" }, { env = env({
+      LUA_PATH = home .. "/evil/?.lua", LUA_PATH_5_4 = home .. "/evil/?.lua", LUA_CPATH = home .. "/evil/?.so" }) })
+    assert.equal(0, code)
+    assert.not_matches("evil", out, 1, true)
+  end)
+
   it("falls back to agent.yaml and honours --config", function()
     t.write(home .. "/ws/agent.yaml", "name: from-agent\n")
     t.write(home .. "/other.yaml", "name: from-other\n")

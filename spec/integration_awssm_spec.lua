@@ -226,7 +226,8 @@ describe("awssm.parse", function()
 
   it("refuses malformed references with a reason", function()
     for _, ref in ipairs({ "awssm://", "awssm:///", "awssm://notaregion/x", "awssm:///a b", "awssm:///x#",
-      "awssm:///x#a#b", "awssm:///bad!name", "awssm:///arn:aws:s3:::bucket" }) do
+      "awssm:///x#a#b", "awssm:///bad!name", "awssm:///arn:aws:s3:::bucket", "awssm:///--debug",
+      "awssm://eu-west-1/-x" }) do
       local p, w = awssm.parse(ref)
       assert.is_nil(p, ref)
       assert.is_string(w)

@@ -76,6 +76,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "moat: out of memory\n");
         return 70;
     }
+    /* LUA_PATH / LUA_CPATH must not add module directories outside moat's search order. */
+    lua_pushboolean(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
     luaL_openlibs(L);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     for (const luaL_Reg *r = preloads; r->name; r++) {

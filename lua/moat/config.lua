@@ -20,8 +20,14 @@ local KNOWN = {
 }
 
 -- Names the runtime client or the loader reads itself; a config must not set them.
-local RESERVED_EXACT = { PATH = true, HOME = true, TMPDIR = true }
-local RESERVED_PREFIX = { "LD_", "DOCKER_", "CONTAINER_", "CONTAINERS_", "XDG_" }
+local RESERVED_EXACT = {
+  PATH = true, HOME = true, TMPDIR = true, SSL_CERT_FILE = true, SSL_CERT_DIR = true,
+  REGISTRY_AUTH_FILE = true, DBUS_SESSION_BUS_ADDRESS = true, GODEBUG = true, GOTRACEBACK = true,
+  GOMAXPROCS = true, GOGC = true, GLIBC_TUNABLES = true, GCONV_PATH = true, LOCPATH = true,
+}
+local RESERVED_PREFIX = {
+  "LD_", "DOCKER_", "CONTAINER_", "CONTAINERS_", "XDG_", "PODMAN_", "BUILDAH_", "STORAGE_", "MALLOC_",
+}
 
 -- Returns nil when `name` may be set in the container, else why not.
 function M.check_name(name)

@@ -15,13 +15,16 @@ end
 function M.user_dir()
   local xdg = os.getenv("XDG_CONFIG_HOME")
   if xdg and xdg:sub(1, 1) == "/" then return xdg .. "/moat" end
-  return (os.getenv("HOME") or "") .. "/.config/moat"
+  local home = os.getenv("HOME") or ""
+  -- A relative HOME would make the search depend on the current directory.
+  if home:sub(1, 1) ~= "/" then return "/nonexistent/.config/moat" end
+  return home .. "/.config/moat"
 end
 
 -- Returns the site configuration directory (MOAT_SITE_DIR overrides the build-time default).
 function M.site_dir()
   local env = os.getenv("MOAT_SITE_DIR")
-  if env and env ~= "" then return env end
+  if env and env:sub(1, 1) == "/" then return env end
   return M._site_default or "/etc/moat"
 end
 

@@ -50,6 +50,8 @@ function M.parse(ref)
     return nil, "'" .. region .. "' is not an AWS region name (like eu-west-1)"
   end
   if id == "" then return nil, "the secret name is empty" end
+  -- The name becomes an argument of aws: one starting with "-" would be read as an option.
+  if id:sub(1, 1) == "-" then return nil, "a secret name must not start with '-'" end
   if #id > 2048 then return nil, "the secret name is too long" end
   if id:match("^arn:") then
     if not id:match("^arn:[%w%-]+:secretsmanager:[%w%-]+:%d+:secret:[%w/_+=.@%-]+$") then
@@ -125,7 +127,7 @@ local function _singles(ctx, region, ids)
   local fns = {}
   for i, id in ipairs(ids) do
     fns[i] = function()
-      local doc, f = _call(ctx, _argv("get-secret-value", region, "--secret-id", id), region, "get-secret-value")
+      local doc, f = _call(ctx, _argv("get-secret-value", region, "--secret-id=" .. id), region, "get-secret-value")
       if not doc then return f end
       local v, pf = _payload(doc)
       return v or pf

@@ -8,12 +8,19 @@ local M = {}
 
 local SPEC = { ["--json"] = "flag", ["--config"] = "value" }
 
+-- Returns how a secret's reference is shown: the reference itself, or "(plain value)" for a
+-- plain value, which is the secret and never printed.
+function M.shown_ref(ref)
+  if ref:find("://", 1, true) then return ref end
+  return "(plain value)"
+end
+
 -- Returns the config as a plain table, in the order and shape `moat config --json` prints.
 function M.view(cfg)
   local json = require("moat.c.json")
   local env, secrets, mounts = {}, {}, json.array({})
   for _, e in ipairs(cfg.env) do env[e.name] = e.value end
-  for _, s in ipairs(cfg.secrets) do secrets[s.name] = s.ref end
+  for _, s in ipairs(cfg.secrets) do secrets[s.name] = M.shown_ref(s.ref) end
   for _, m in ipairs(cfg.mounts) do
     mounts[#mounts + 1] = { host = m.host, container = m.container, readonly = m.ro }
   end
@@ -59,7 +66,10 @@ local function _text(cfg)
   for _, section in ipairs({ "env", "secrets" }) do
     if #cfg[section] > 0 then
       put(section, ":")
-      for _, e in ipairs(cfg[section]) do put("  ", e.name, ": ", _quote(e.value or e.ref)) end
+      for _, e in ipairs(cfg[section]) do
+        local shown = e.ref and M.shown_ref(e.ref) or e.value
+        put("  ", e.name, ": ", shown == "(plain value)" and e.ref and shown or _quote(shown))
+      end
     end
   end
   if #cfg.mounts > 0 then
