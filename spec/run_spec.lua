@@ -245,6 +245,30 @@ describe("moat run (host runtime)", function()
 end)
 
 describe("moat.run.foreground", function()
+  it("kills the client and runs the cleanup when recording the start fails", function()
+    local run = require("moat.run")
+    local marker = os.tmpname()
+    os.remove(marker)
+    local ok, err = pcall(run.foreground, { argv = { "sleep", "31.7" }, cleanup = { "touch", marker } }, {
+      on_start = function() error("audit log: No space left on device", 0) end,
+    })
+    assert.is_false(ok)
+    assert.equal("audit log: No space left on device", err)
+    local f = io.open(marker)
+    assert.truthy(f, "cleanup did not run")
+    f:close()
+    os.remove(marker)
+    local gone = false
+    for _ = 1, 50 do
+      local p = io.popen("pgrep -f '^sleep 31.7'")
+      local out = p:read("a")
+      p:close()
+      if out == "" then gone = true break end
+      os.execute("sleep 0.1")
+    end
+    assert.is_true(gone)
+  end)
+
   local run = require("moat.run")
   local secret = "abcdef-secret-123456"
 

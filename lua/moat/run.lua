@@ -61,7 +61,18 @@ function M.foreground(launch, opts)
     proc.restore_signals()
     return nil, err, errno
   end
-  if opts.on_start then opts.on_start(p:pid()) end
+  if opts.on_start then
+    -- If recording the start fails (say, the audit log is full), the container must not
+    -- outlive moat: kill the client, remove the container, then let the error through.
+    local ok, e = pcall(opts.on_start, p:pid())
+    if not ok then
+      p:kill("KILL")
+      if launch.cleanup then _quiet(launch.cleanup, launch.env) end
+      p:close()
+      proc.restore_signals()
+      error(e, 0)
+    end
+  end
 
   local maskers = {}
   local mask
