@@ -414,11 +414,20 @@ static void pump_once(lua_State *L, Proc *p, int ms)
                 pump_read(L, p, ss[i]);
 }
 
+/* Durations and sizes beyond this (about 35 years of ms, 1 TiB) mean "no limit" anyway;
+ * clamping keeps deadline arithmetic from overflowing. */
+#define MAX_AMOUNT ((lua_Integer)1 << 40)
+
+static lua_Integer clamp_amount(lua_Integer v)
+{
+    return v > MAX_AMOUNT ? MAX_AMOUNT : v;
+}
+
 /* p:terminate([grace_ms]) -> result: TERM the group, KILL after grace, reap, close pipes. */
 static int m_terminate(lua_State *L)
 {
     Proc *p = check_proc(L, 1);
-    lua_Integer grace = luaL_optinteger(L, 2, p->grace);
+    lua_Integer grace = clamp_amount(luaL_optinteger(L, 2, p->grace));
     luaL_argcheck(L, grace >= 0, 2, "grace must be >= 0");
     close_fd(&p->in_fd);
     if (!p->reaped) {
@@ -498,7 +507,7 @@ static lua_Integer opt_int(lua_State *L, const char *k, lua_Integer def, lua_Int
     if (!lua_isnil(L, -1)) {
         if (!lua_isinteger(L, -1))
             luaL_error(L, "spawn: option '%s' must be an integer", k);
-        v = lua_tointeger(L, -1);
+        v = clamp_amount(lua_tointeger(L, -1));
         if (v < min)
             luaL_error(L, "spawn: option '%s' must be >= %d", k, (int)min);
     }
@@ -539,13 +548,14 @@ static int opt_mode(lua_State *L, const char *k)
  * strings stay pinned by that table. */
 static char **string_array(lua_State *L, int idx, const char *what, int need_eq)
 {
-    lua_Integer n = luaL_len(L, idx);
+    /* Raw access only: a metamethod could hand back strings nothing keeps alive. */
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
     if (n < 0 || n > INT_MAX / 2)
         luaL_error(L, "spawn: %s is too long", what);
     char **a = lua_newuserdatauv(L, ((size_t)n + 1) * sizeof *a, 0);
     for (lua_Integer i = 1; i <= n; i++) {
         size_t len;
-        if (lua_geti(L, idx, i) != LUA_TSTRING)
+        if (lua_rawgeti(L, idx, i) != LUA_TSTRING)
             luaL_error(L, "spawn: %s[%d] must be a string", what, (int)i);
         a[i - 1] = (char *)lua_tolstring(L, -1, &len);
         if (strlen(a[i - 1]) != len)
@@ -559,7 +569,7 @@ static char **string_array(lua_State *L, int idx, const char *what, int need_eq)
 }
 
 /* Resolves a program name without '/' along path, leaving the found path on the stack.
- * Empty PATH entries are skipped: the current directory is never searched. */
+ * Only absolute PATH entries count: the current directory (the workspace) is never searched. */
 static const char *find_program(lua_State *L, const char *prog, const char *path, int *err)
 {
     *err = ENOENT;
@@ -569,7 +579,7 @@ static const char *find_program(lua_State *L, const char *prog, const char *path
         return NULL;
     for (const char *p = path;; p++) {
         const char *colon = strchrnul(p, ':');
-        if (colon > p) {
+        if (colon > p && *p == '/') {
             luaL_Buffer b;
             luaL_buffinit(L, &b);
             luaL_addlstring(&b, p, (size_t)(colon - p));
@@ -921,7 +931,7 @@ static int next_timeout(Proc **ps, int n, int64_t until, int64_t now)
 static int l_wait(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_Integer limit = luaL_optinteger(L, 2, -1);
+    lua_Integer limit = clamp_amount(luaL_optinteger(L, 2, -1));
     lua_Integer n = luaL_len(L, 1);
     luaL_argcheck(L, n >= 0 && n < INT_MAX / 4, 1, "too many processes");
     Proc **ps = lua_newuserdatauv(L, (size_t)n * sizeof *ps + 1, 0);
