@@ -151,6 +151,23 @@ describe("moat.runtime.docker", function()
 end)
 
 describe("moat.runtime.bwrap", function()
+  it("hides moat's home, HOME and the config directory when they live outside /home, /root, /run", function()
+    local mh = os.tmpname()
+    os.remove(mh)
+    mh = "/var" .. mh
+    assert(require("lfs").mkdir(mh))
+    local dirs = bwrap.private_dirs({ MOAT_HOME = mh, HOME = "/root", XDG_CONFIG_HOME = "/usr/share" })
+    assert.same({ mh }, dirs)
+    local l = bwrap.prepare({ run_id = "r", workspace = "/tmp", command = { "true" }, vars = {}, mounts = {},
+      environ = { MOAT_HOME = mh } })
+    local found = false
+    for i, a in ipairs(l.argv) do
+      if a == "--tmpfs" and l.argv[i + 1] == mh then found = true end
+    end
+    assert.is_true(found)
+    os.remove(mh)
+  end)
+
   it("binds the host read-only, the workspace at /workspace, and never uses --setenv", function()
     local l = bwrap.prepare(spec())
     local a = l.argv

@@ -70,6 +70,32 @@ function M.root_args(root)
   return args
 end
 
+-- Top-level directories the sandbox needs to run programs at all; never hidden.
+local SYSTEM = { usr = true, bin = true, sbin = true, lib = true, lib32 = true, lib64 = true, etc = true,
+  opt = true, proc = true, sys = true, dev = true }
+
+-- Returns the host directories that hold credentials outside /home, /root, /run and /tmp and
+-- must be hidden too: moat's home (its signing key), the user's HOME and config directory.
+function M.private_dirs(environ)
+  local lfs = require("lfs")
+  environ = environ or {}
+  local home = environ.HOME
+  local candidates = { environ.MOAT_HOME or (home and home .. "/.moat"), home, environ.XDG_CONFIG_HOME }
+  local out, seen = {}, {}
+  for _, d in ipairs(candidates) do
+    if type(d) == "string" and d:sub(1, 1) == "/" and not d:find("[%z\1-\31\127]") then
+      d = d:gsub("/+$", "")
+      local top = d:match("^/([^/]+)")
+      if top and not SYSTEM[top] and not M.HIDDEN[top] and top ~= "tmp" and not seen[d]
+          and lfs.attributes(d, "mode") == "directory" then
+        seen[d] = true
+        out[#out + 1] = d
+      end
+    end
+  end
+  return out
+end
+
 local function _environ(spec)
   local env = { PATH = M.DEFAULT_PATH, HOME = "/tmp" }
   for _, k in ipairs(M.KEEP) do
@@ -110,6 +136,7 @@ function M.prepare(spec)
   if not spec.interactive then add("--new-session") end
   for _, a in ipairs(spec.root_args or M.root_args()) do add(a) end
   add("--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp")
+  for _, d in ipairs(M.private_dirs(spec.environ)) do add("--tmpfs", d) end
   add("--bind", _path("workspace", spec.workspace), "/workspace")
   for _, m in ipairs(spec.mounts or {}) do
     add(m.ro and "--ro-bind" or "--bind", _path("mount", m.host), _path("mount", m.container))
