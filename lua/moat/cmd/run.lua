@@ -180,6 +180,8 @@ function M.main(argv, ctx)
     return _dry_run(plan, rt, how, rt.prepare(spec), spec)
   end
 
+  -- Refuse a bad image, mount or workspace path before any backend is asked for a value.
+  rt.prepare(_spec(plan, rt, opts, auditlog.new_id(), environ, nil))
   run = audit_start()
   local secrets = require("moat.secrets")
   local res = secrets.resolve(plan, { jobs = opts.jobs, timeout = opts.timeout, progress = ui.progress })
