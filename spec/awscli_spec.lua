@@ -306,3 +306,35 @@ describe("awscli.call", function()
     assert.same({ kind = "timeout", reason = "cut" }, f)
   end)
 end)
+
+describe("moat.awscli grouping", function()
+  it("groups requests by region in first-seen order, one name once, every request kept", function()
+    local function parse(ref)
+      local region, name = ref:match("^x://([^/]*)(/.*)$")
+      return { region = region ~= "" and region or nil, name = name }
+    end
+    local reqs = { { ref = "x:///a" }, { ref = "x://eu-west-1/b" }, { ref = "x:///a" }, { ref = "x:///c" } }
+    local groups = awscli.by_region(reqs, parse, function(p) return p.name end)
+    assert.equal(2, #groups)
+    assert.is_nil(groups[1].region)
+    assert.same({ "/a", "/c" }, groups[1].names)
+    assert.same({ reqs[1], reqs[3] }, groups[1].reqs["/a"])
+    assert.equal("eu-west-1", groups[2].region)
+    assert.same({ "/b" }, groups[2].names)
+  end)
+
+  it("runs no call, one call directly, or several through ctx.gather", function()
+    local gathered = 0
+    local ctx = { gather = function(fns)
+      gathered = gathered + 1
+      local out = {}
+      for i, f in ipairs(fns) do out[i] = f() end
+      return out
+    end }
+    assert.same({}, awscli.run_all(ctx, {}))
+    assert.same({ 1 }, awscli.run_all(ctx, { function() return 1 end }))
+    assert.equal(0, gathered)
+    assert.same({ 1, 2 }, awscli.run_all(ctx, { function() return 1 end, function() return 2 end }))
+    assert.equal(1, gathered)
+  end)
+end)

@@ -233,4 +233,36 @@ function M.call(ctx, argv, classify)
   return doc
 end
 
+-- Groups requests by region, in first-seen order: returns an array of
+-- { region = r|nil, names = {unique names in order}, reqs = {name -> {req, ...}} }, where
+-- `parse(ref)` gives the parsed reference and `name_of(parsed)` the name to ask aws for.
+function M.by_region(requests, parse, name_of)
+  local groups, index = {}, {}
+  for _, req in ipairs(requests) do
+    local p = req.parsed or assert(parse(req.ref))
+    local key = p.region or ""
+    local g = index[key]
+    if not g then
+      g = { region = p.region, names = {}, reqs = {} }
+      index[key] = g
+      groups[#groups + 1] = g
+    end
+    local name = name_of(p)
+    if not g.reqs[name] then
+      g.reqs[name] = {}
+      g.names[#g.names + 1] = name
+    end
+    table.insert(g.reqs[name], req)
+  end
+  return groups
+end
+
+-- Runs each function of `fns` (one aws call each) concurrently through ctx.gather; returns
+-- their results in order.
+function M.run_all(ctx, fns)
+  if #fns == 0 then return {} end
+  if #fns == 1 then return { fns[1]() } end
+  return (ctx.gather or require("moat.proc").gather)(fns)
+end
+
 return M

@@ -210,31 +210,16 @@ M.check = awscli.check
 
 -- Resolves requests ({name, ref, parsed}): ≤ 20 secrets a call per region, all calls at once.
 function M.resolve(requests, ctx)
-  local regions, order = {}, {}
-  for _, req in ipairs(requests) do
-    local p = req.parsed or assert(M.parse(req.ref))
-    local rk = p.region or ""
-    local g = regions[rk]
-    if not g then
-      g = { region = p.region, ids = {}, seen = {} }
-      regions[rk] = g
-      order[#order + 1] = rk
-    end
-    if not g.seen[p.id] then
-      g.seen[p.id] = true
-      g.ids[#g.ids + 1] = p.id
-    end
-  end
   local jobs = {}
-  for _, rk in ipairs(order) do
-    local g = regions[rk]
-    for i = 1, #g.ids, M.batch do
-      jobs[#jobs + 1] = { region = g.region, ids = table.move(g.ids, i, math.min(i + M.batch - 1, #g.ids), 1, {}) }
+  for _, g in ipairs(awscli.by_region(requests, M.parse, function(p) return p.id end)) do
+    for i = 1, #g.names, M.batch do
+      local last = math.min(i + M.batch - 1, #g.names)
+      jobs[#jobs + 1] = { region = g.region, ids = table.move(g.names, i, last, 1, {}) }
     end
   end
   local fns = {}
   for i, j in ipairs(jobs) do fns[i] = function() return _batch(ctx, j.region, j.ids) end end
-  local results = #fns == 1 and { fns[1]() } or (#fns > 0 and ctx.gather(fns) or {})
+  local results = awscli.run_all(ctx, fns)
   local got = {}
   for i, j in ipairs(jobs) do
     for _, id in ipairs(j.ids) do got[(j.region or "") .. "\0" .. id] = results[i][id] end

@@ -153,43 +153,22 @@ M.check = awscli.check
 -- Resolves requests ({name, ref, parsed}) with one aws call per ≤ 10 names per region, all
 -- calls concurrent; reports each through ctx.ok / ctx.fail.
 function M.resolve(requests, ctx)
-  local regions, order = {}, {}
-  for _, req in ipairs(requests) do
-    local parsed = req.parsed or assert(M.parse(req.ref))
-    local key = parsed.region or ""
-    local g = regions[key]
-    if not g then
-      g = { region = parsed.region, names = {}, reqs = {}, paths = {} }
-      regions[key] = g
-      order[#order + 1] = key
-    end
-    if not g.reqs[parsed.name] then
-      g.reqs[parsed.name] = {}
-      g.names[#g.names + 1] = parsed.name
-      g.paths[parsed.name] = parsed.path
-    end
-    table.insert(g.reqs[parsed.name], req)
-  end
-
   local jobs = {}
-  for _, key in ipairs(order) do
-    local g = regions[key]
-    for _, c in ipairs(_chunks(g.names, g.paths)) do
+  for _, g in ipairs(awscli.by_region(requests, M.parse, function(p) return p.name end)) do
+    local paths = {}
+    for _, name in ipairs(g.names) do
+      local req = g.reqs[name][1]
+      paths[name] = (req.parsed or assert(M.parse(req.ref))).path
+    end
+    for _, c in ipairs(_chunks(g.names, paths)) do
       jobs[#jobs + 1] = { group = g, names = c.names }
     end
   end
-  local results
-  if #jobs == 1 then
-    results = { _call(ctx, jobs[1].group.region, jobs[1].names) }
-  elseif #jobs > 1 then
-    local fns = {}
-    for i, j in ipairs(jobs) do
-      fns[i] = function() return _call(ctx, j.group.region, j.names) end
-    end
-    results = (ctx.gather or require("moat.proc").gather)(fns)
-  else
-    results = {}
+  local fns = {}
+  for i, j in ipairs(jobs) do
+    fns[i] = function() return _call(ctx, j.group.region, j.names) end
   end
+  local results = awscli.run_all(ctx, fns)
 
   -- Failures are reported last so their CLI text can be scrubbed of every value fetched.
   local values = {}
