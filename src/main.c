@@ -1,4 +1,5 @@
 /* The moat host: a Lua 5.4 state with the C modules preloaded, running lua/moat/boot.lua. */
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,8 +60,28 @@ static const char *builtin_dir(char *buf, size_t len)
     return NULL;
 }
 
+/* A closed 0, 1 or 2 gets /dev/null, so the next file moat opens (the audit log, a trust
+ * record) cannot become its stdout or stderr and receive its messages. */
+static int fill_stdio(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        int nfd = open("/dev/null", O_RDWR);
+        if (nfd < 0)
+            return -1;
+        if (nfd != fd) { /* lower fds are open by now, so this would be a kernel surprise */
+            close(nfd);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (fill_stdio() != 0)
+        return 71;
     char buf[PATH_MAX];
     const char *dir = builtin_dir(buf, sizeof buf);
     if (dir == NULL) {
