@@ -60,6 +60,25 @@ static const char *builtin_dir(char *buf, size_t len)
     return NULL;
 }
 
+/* A Lua state with the standard libraries and the C modules in package.preload. */
+static lua_State *new_state(void)
+{
+    lua_State *L = luaL_newstate();
+    if (L == NULL)
+        return NULL;
+    /* LUA_PATH / LUA_CPATH must not add module directories outside moat's search order. */
+    lua_pushboolean(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+    luaL_openlibs(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    for (const luaL_Reg *r = preloads; r->name; r++) {
+        lua_pushcfunction(L, r->func);
+        lua_setfield(L, -2, r->name);
+    }
+    lua_pop(L, 1);
+    return L;
+}
+
 /* A closed 0, 1 or 2 gets /dev/null, so the next file moat opens (the audit log, a trust
  * record) cannot become its stdout or stderr and receive its messages. */
 static int fill_stdio(void)
@@ -92,22 +111,11 @@ int main(int argc, char **argv)
     if (realpath(dir, real))
         dir = real;
 
-    lua_State *L = luaL_newstate();
+    lua_State *L = new_state();
     if (L == NULL) {
         fprintf(stderr, "moat: out of memory\n");
         return 70;
     }
-    /* LUA_PATH / LUA_CPATH must not add module directories outside moat's search order. */
-    lua_pushboolean(L, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
-    luaL_openlibs(L);
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    for (const luaL_Reg *r = preloads; r->name; r++) {
-        lua_pushcfunction(L, r->func);
-        lua_setfield(L, -2, r->name);
-    }
-    lua_pop(L, 1);
-
     lua_pushcfunction(L, traceback);
     char boot[PATH_MAX];
     int n = snprintf(boot, sizeof boot, "%s/moat/boot.lua", dir);
