@@ -346,31 +346,32 @@ describe("moat.c.proc", function()
     p:close()
   end)
 
-  it("records caught signals and wakes wait", function()
-    assert.is_true(proc.catch_signals({ "HUP", "USR1" }))
+  it("returns from wait when a signal caught through moat.c.signal arrives", function()
+    local signal = require("moat.c.signal")
+    assert.is_true(signal.catch({ "USR2" }))
     local me = stat("self").pid
-    local p = assert(proc.spawn({ "sh", "-c", "kill -HUP " .. me .. "; kill -USR1 " .. me .. "; sleep 100" }))
-    local got = {}
-    for _ = 1, 30 do
-      local done = proc.wait({ p }, 1000)
-      assert.same({}, done)
-      for _, s in ipairs(proc.pending_signals()) do got[#got + 1] = s end
-      if #got == 2 then break end
-    end
-    assert.same({ proc.signum("HUP"), proc.signum("USR1") }, got)
-    assert.same({}, proc.pending_signals())
-    assert.is_true(proc.restore_signals())
+    local p = assert(proc.spawn({ "sh", "-c", "sleep 0.2; kill -USR2 " .. me .. "; sleep 100" }))
+    local t0 = os.time()
+    -- One wait with a long limit: only the signal can end it early.
+    assert.same({}, proc.wait({ p }, 60000))
+    assert.is_true(os.time() - t0 < 30)
+    assert.same({ signal.number("USR2") }, signal.pending())
+    -- Collected signals do not wake the next wait.
+    assert.same({}, proc.wait({ p }, 100))
+    assert.is_true(signal.restore())
     p:close()
   end)
 
-  it("maps signal names and numbers", function()
-    assert.equal(15, proc.signum("TERM"))
-    assert.equal(15, proc.signum("SIGTERM"))
-    assert.equal(2, proc.signum("INT"))
-    assert.is_nil(proc.signum("NOPE"))
-    assert.equal("HUP", proc.signame(1))
-    assert.equal("KILL", proc.signame(9))
-    assert.is_nil(proc.signame(1000))
+  it("takes signal names and numbers in kill", function()
+    local p = assert(proc.spawn({ "sleep", "100" }))
+    assert.is_true(p:kill("SIGUSR1"))
+    assert.equal(10, finish(p).signal)
+    p:close()
+    p = assert(proc.spawn({ "sleep", "100" }))
+    assert.is_true(p:kill(3))
+    assert.equal(3, finish(p).signal)
+    assert.has_error(function() p:kill(1000) end)
+    p:close()
   end)
 
   it("signals the group with kill and terminates with TERM then KILL", function()

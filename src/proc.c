@@ -1,4 +1,5 @@
-/* moat.c.proc: spawn processes without a shell, wait on many at once, catch signals. */
+/* moat.c.proc: spawn processes without a shell, wait on many at once. A wait also returns
+ * when a signal caught through moat.c.signal arrives. */
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -26,7 +27,6 @@
  * else taking that signal over. */
 #define TICK_MS 250
 #define DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
-#define MAX_PENDING 64
 
 extern char **environ;
 
@@ -53,25 +53,8 @@ typedef struct {
     int timed_out, truncated;
 } Proc;
 
-/* One self-pipe per process: signal handlers write the signal number as a byte. */
-static int self_pipe[2] = { -1, -1 };
-static int pending[MAX_PENDING];
-static int npending;
-static uint64_t caught_mask;
-
-static const struct {
-    const char *name;
-    int num;
-} signals[] = {
-    { "HUP", SIGHUP }, { "INT", SIGINT }, { "QUIT", SIGQUIT }, { "ILL", SIGILL },
-    { "TRAP", SIGTRAP }, { "ABRT", SIGABRT }, { "BUS", SIGBUS }, { "FPE", SIGFPE },
-    { "KILL", SIGKILL }, { "USR1", SIGUSR1 }, { "SEGV", SIGSEGV }, { "USR2", SIGUSR2 },
-    { "PIPE", SIGPIPE }, { "ALRM", SIGALRM }, { "TERM", SIGTERM }, { "CHLD", SIGCHLD },
-    { "CONT", SIGCONT }, { "STOP", SIGSTOP }, { "TSTP", SIGTSTP }, { "TTIN", SIGTTIN },
-    { "TTOU", SIGTTOU }, { "URG", SIGURG }, { "XCPU", SIGXCPU }, { "XFSZ", SIGXFSZ },
-    { "VTALRM", SIGVTALRM }, { "PROF", SIGPROF }, { "WINCH", SIGWINCH }, { "IO", SIGIO },
-    { "SYS", SIGSYS },
-};
+/* SIGCHLD's handler writes a byte here so that wait wakes when a child exits. */
+static int chld_pipe[2] = { -1, -1 };
 
 static int64_t now_ms(void)
 {
@@ -88,51 +71,32 @@ static void close_fd(int *fd)
     }
 }
 
-static void on_signal(int sig)
+static void on_chld(int sig)
 {
     int saved = errno;
     unsigned char b = (unsigned char)sig;
-    if (write(self_pipe[1], &b, 1) < 0) {
+    if (write(chld_pipe[1], &b, 1) < 0) {
         /* A full pipe already holds a wake-up; nothing else can be done here. */
     }
     errno = saved;
 }
 
-/* Moves what the handlers wrote into the pending queue; true when a caught signal
- * (anything but SIGCHLD) arrived. */
-static int read_self_pipe(void)
+static void drain_chld_pipe(void)
 {
     unsigned char b[256];
-    ssize_t n;
-    int got = 0;
-    while ((n = read(self_pipe[0], b, sizeof b)) > 0 || (n < 0 && errno == EINTR)) {
-        for (ssize_t i = 0; i < n; i++) {
-            if (b[i] == SIGCHLD)
-                continue;
-            if (npending < MAX_PENDING)
-                pending[npending++] = b[i];
-            got = 1;
-        }
-    }
-    return got;
+    while (read(chld_pipe[0], b, sizeof b) > 0 || errno == EINTR)
+        ;
 }
 
-static int signum_of(const char *name)
+/* moat.c.signal's shared part, which luaopen made sure is in the registry. */
+static const struct moat_signals *shared_signals(lua_State *L)
 {
-    if (strncmp(name, "SIG", 3) == 0)
-        name += 3;
-    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
-        if (strcmp(signals[i].name, name) == 0)
-            return signals[i].num;
-    return -1;
-}
-
-static const char *signame_of(int num)
-{
-    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
-        if (signals[i].num == num)
-            return signals[i].name;
-    return NULL;
+    lua_getfield(L, LUA_REGISTRYINDEX, MOAT_SIGNALS_KEY);
+    const struct moat_signals *s = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (s == NULL)
+        luaL_error(L, "moat.c.proc: moat.c.signal is not loaded");
+    return s;
 }
 
 /* A signal argument: a number or a name like "TERM"; misuse raises. */
@@ -145,7 +109,7 @@ static int check_signal(lua_State *L, int arg, int def)
         luaL_argcheck(L, n > 0 && n < NSIG, arg, "no such signal");
         return (int)n;
     }
-    int n = signum_of(luaL_checkstring(L, arg));
+    int n = shared_signals(L)->number(luaL_checkstring(L, arg));
     luaL_argcheck(L, n > 0, arg, "no such signal");
     return n;
 }
@@ -764,6 +728,60 @@ static int fork_exec(lua_State *L, Proc *p, struct child *c, int report_rd, int 
     return msg[1];
 }
 
+struct spawn_opts {
+    int in_mode, in_idx, out_mode, err_mode, group, stream;
+    const char *cwd;
+    lua_Integer cap, timeout, grace;
+};
+
+/* Reads spawn's options table (at index 2) but env; raises on misuse. Strings it returns
+ * stay on the stack. */
+static void read_opts(lua_State *L, struct spawn_opts *o)
+{
+    o->in_mode = MODE_NULL;
+    int in_type = lua_getfield(L, 2, "stdin");
+    o->in_idx = lua_gettop(L);
+    if (in_type == LUA_TSTRING)
+        o->in_mode = MODE_PIPE;
+    else if (in_type == LUA_TBOOLEAN && lua_toboolean(L, -1))
+        o->in_mode = MODE_INHERIT;
+    else if (in_type != LUA_TNIL)
+        luaL_error(L, "spawn: option 'stdin' must be a string, true or nil");
+    o->out_mode = opt_mode(L, "stdout");
+    o->err_mode = opt_mode(L, "stderr");
+    int cwd_type = lua_getfield(L, 2, "cwd");
+    if (cwd_type != LUA_TNIL && cwd_type != LUA_TSTRING)
+        luaL_error(L, "spawn: option 'cwd' must be a string");
+    o->cwd = lua_tostring(L, -1);
+    o->cap = opt_int(L, "cap", DEFAULT_CAP, 1);
+    o->timeout = opt_int(L, "timeout", -1, 0);
+    o->grace = opt_int(L, "grace", DEFAULT_GRACE, 0);
+    o->group = opt_bool(L, "group", 1);
+    o->stream = opt_bool(L, "stream", 0);
+}
+
+/* Pushes a fresh process handle set up from o; nothing is started yet. */
+static Proc *new_proc(lua_State *L, const struct spawn_opts *o)
+{
+    Proc *p = lua_newuserdatauv(L, sizeof *p, 1);
+    memset(p, 0, sizeof *p);
+    p->in_fd = p->out.fd = p->err.fd = -1;
+    p->end = p->kill_at = -1;
+    luaL_setmetatable(L, PROC_MT);
+    if (o->in_mode == MODE_PIPE) {
+        lua_pushvalue(L, o->in_idx);
+        lua_setiuservalue(L, -2, 1);
+        p->in_data = lua_tolstring(L, o->in_idx, &p->in_len);
+    }
+    p->cap = (size_t)o->cap;
+    p->grace = o->grace;
+    p->group = o->group;
+    p->stream = o->stream;
+    p->start = now_ms();
+    p->deadline = o->timeout >= 0 ? p->start + o->timeout : -1;
+    return p;
+}
+
 /* proc.spawn(argv, opts) -> p | nil, msg, errno */
 static int l_spawn(lua_State *L)
 {
@@ -786,26 +804,8 @@ static int l_spawn(lua_State *L)
         envp = string_array(L, lua_gettop(L), "env", 1);
         path = env_path(envp);
     }
-    int in_mode = MODE_NULL;
-    int in_type = lua_getfield(L, 2, "stdin");
-    int in_idx = lua_gettop(L);
-    if (in_type == LUA_TSTRING)
-        in_mode = MODE_PIPE;
-    else if (in_type == LUA_TBOOLEAN && lua_toboolean(L, -1))
-        in_mode = MODE_INHERIT;
-    else if (in_type != LUA_TNIL)
-        luaL_error(L, "spawn: option 'stdin' must be a string, true or nil");
-    int out_mode = opt_mode(L, "stdout"), err_mode = opt_mode(L, "stderr");
-    const char *cwd = NULL;
-    int cwd_type = lua_getfield(L, 2, "cwd");
-    if (cwd_type != LUA_TNIL && cwd_type != LUA_TSTRING)
-        luaL_error(L, "spawn: option 'cwd' must be a string");
-    cwd = lua_tostring(L, -1);
-    lua_Integer cap = opt_int(L, "cap", DEFAULT_CAP, 1);
-    lua_Integer timeout = opt_int(L, "timeout", -1, 0);
-    lua_Integer grace = opt_int(L, "grace", DEFAULT_GRACE, 0);
-    int group = opt_bool(L, "group", 1), stream = opt_bool(L, "stream", 0);
-
+    struct spawn_opts o;
+    read_opts(L, &o);
     if (!path)
         path = getenv("PATH");
     int err;
@@ -813,27 +813,11 @@ static int l_spawn(lua_State *L)
     if (file == NULL)
         return moat_fail(L, argv[0], err);
 
-    Proc *p = lua_newuserdatauv(L, sizeof *p, 1);
-    memset(p, 0, sizeof *p);
-    p->in_fd = p->out.fd = p->err.fd = -1;
-    p->end = p->kill_at = -1;
-    luaL_setmetatable(L, PROC_MT);
-    if (in_mode == MODE_PIPE) {
-        lua_pushvalue(L, in_idx);
-        lua_setiuservalue(L, -2, 1);
-        p->in_data = lua_tolstring(L, in_idx, &p->in_len);
-    }
-    p->cap = (size_t)cap;
-    p->grace = grace;
-    p->group = group;
-    p->stream = stream;
-    p->start = now_ms();
-    p->deadline = timeout >= 0 ? p->start + timeout : -1;
-
-    struct child c = { .fd = { -1, -1, -1 }, .report = -1, .group = group, .cwd = cwd,
+    Proc *p = new_proc(L, &o);
+    struct child c = { .fd = { -1, -1, -1 }, .report = -1, .group = o.group, .cwd = o.cwd,
                        .path = file, .argv = argv, .envp = envp };
     int report_rd = -1, stage = 0;
-    err = open_stdio(p, &c, &report_rd, in_mode, out_mode, err_mode);
+    err = open_stdio(p, &c, &report_rd, o.in_mode, o.out_mode, o.err_mode);
     if (err == 0) {
         err = fork_exec(L, p, &c, report_rd, &stage);
         close(report_rd);
@@ -844,29 +828,10 @@ static int l_spawn(lua_State *L)
     }
     if (err) {
         close_parent_ends(p);
-        return moat_fail(L, stage == STAGE_CWD ? cwd : stage ? argv[0] : "spawn", err);
+        return moat_fail(L, stage == STAGE_CWD ? o.cwd : stage ? argv[0] : "spawn", err);
     }
     if (p->in_fd >= 0 && p->in_len == 0)
         close_fd(&p->in_fd);
-    return 1;
-}
-
-
-static int l_signum(lua_State *L)
-{
-    int n = signum_of(luaL_checkstring(L, 1));
-    if (n < 0)
-        return 0;
-    lua_pushinteger(L, n);
-    return 1;
-}
-
-static int l_signame(lua_State *L)
-{
-    const char *name = signame_of((int)luaL_checkinteger(L, 1));
-    if (!name)
-        return 0;
-    lua_pushstring(L, name);
     return 1;
 }
 
@@ -875,7 +840,8 @@ static void poll_round(lua_State *L, Proc **ps, int n, struct pollfd *fds, Proc 
                        int *which, int ms)
 {
     int k = 0;
-    fds[k++] = (struct pollfd){ .fd = self_pipe[0], .events = POLLIN };
+    fds[k++] = (struct pollfd){ .fd = chld_pipe[0], .events = POLLIN };
+    fds[k++] = (struct pollfd){ .fd = shared_signals(L)->fd, .events = POLLIN };
     for (int i = 0; i < n; i++) {
         Proc *p = ps[i];
         int fd[3] = { p->in_fd, p->out.fd, p->err.fd };
@@ -890,7 +856,7 @@ static void poll_round(lua_State *L, Proc **ps, int n, struct pollfd *fds, Proc 
     int r = poll(fds, (nfds_t)k, ms);
     if (r < 0 && errno != EINTR)
         luaL_error(L, "poll: %s", strerror(errno));
-    for (int i = 1; r > 0 && i < k; i++) {
+    for (int i = 2; r > 0 && i < k; i++) {
         if (!fds[i].revents)
             continue;
         Proc *p = owner[i];
@@ -942,13 +908,15 @@ static int l_wait(lua_State *L)
             luaL_error(L, "wait: item %d is not an open process", (int)i + 1);
         lua_pop(L, 1);
     }
-    size_t nfds = 3 * (size_t)n + 1;
+    size_t nfds = 3 * (size_t)n + 2;
     struct pollfd *fds = lua_newuserdatauv(L, nfds * sizeof *fds, 0);
     Proc **owner = lua_newuserdatauv(L, nfds * sizeof *owner, 0);
     int *which = lua_newuserdatauv(L, nfds * sizeof *which, 0);
     int64_t until = limit >= 0 ? now_ms() + limit : -1;
+    const struct moat_signals *signals = shared_signals(L);
     for (;;) {
-        int sig = read_self_pipe(), ready = 0;
+        drain_chld_pipe();
+        int sig = signals->collect(), ready = 0;
         int64_t now = now_ms();
         for (int i = 0; i < n; i++) {
             reap(L, ps[i], WNOHANG);
@@ -975,69 +943,10 @@ static int l_wait(lua_State *L)
     return 2;
 }
 
-/* proc.catch_signals({"INT", ...}) -> true: the handlers only record and wake wait. */
-static int l_catch_signals(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_Integer n = luaL_len(L, 1);
-    int sigs[64];
-    luaL_argcheck(L, n <= 64, 1, "too many signals");
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_geti(L, 1, i);
-        sigs[i - 1] = check_signal(L, lua_gettop(L), 0);
-        int s = sigs[i - 1];
-        luaL_argcheck(L, s != SIGKILL && s != SIGSTOP && s != SIGCHLD && s < 64, 1,
-                      "signal cannot be caught here");
-        lua_pop(L, 1);
-    }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigfillset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    for (lua_Integer i = 0; i < n; i++) {
-        if (sigaction(sigs[i], &sa, NULL) < 0)
-            return moat_fail(L, "sigaction", errno);
-        caught_mask |= (uint64_t)1 << sigs[i];
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-/* proc.pending_signals() -> array of signal numbers received since the last call. */
-static int l_pending_signals(lua_State *L)
-{
-    read_self_pipe();
-    lua_createtable(L, npending, 0);
-    for (int i = 0; i < npending; i++) {
-        lua_pushinteger(L, pending[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
-    npending = 0;
-    return 1;
-}
-
-static void restore_caught(void)
-{
-    for (int s = 1; s < 64; s++)
-        if (caught_mask & ((uint64_t)1 << s))
-            signal(s, SIG_DFL);
-    caught_mask = 0;
-}
-
-/* proc.restore_signals() -> true: default dispositions for every caught signal. */
-static int l_restore_signals(lua_State *L)
-{
-    restore_caught();
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
 /* Runs at lua_close before the shared object can be unloaded: no handler may outlive it. */
 static int sentinel_gc(lua_State *L)
 {
     (void)L;
-    restore_caught();
     signal(SIGCHLD, SIG_DFL);
     return 0;
 }
@@ -1055,23 +964,23 @@ static const luaL_Reg metamethods[] = {
 static const luaL_Reg funcs[] = {
     { "spawn", l_spawn },
     { "wait", l_wait },
-    { "catch_signals", l_catch_signals },
-    { "pending_signals", l_pending_signals },
-    { "restore_signals", l_restore_signals },
-    { "signum", l_signum },
-    { "signame", l_signame },
     { NULL, NULL },
 };
 
 int luaopen_moat_c_proc(lua_State *L)
 {
-    if (self_pipe[0] < 0 && pipe2(self_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+    if (chld_pipe[0] < 0 && pipe2(chld_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
         return luaL_error(L, "moat.c.proc: pipe: %s", strerror(errno));
+    /* Waits watch moat.c.signal's pipe, and kill takes its signal names. */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "moat.c.signal");
+    lua_call(L, 1, 0);
+    shared_signals(L);
     /* A child that closes its stdin early must not kill moat. */
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
+    sa.sa_handler = on_chld;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
     sigaction(SIGCHLD, &sa, NULL);
