@@ -4,6 +4,7 @@ local M = {}
 
 M.dirs = {}       -- ordered list of { dir = "...", kind = "env" | "user" | "site" | "workspace" | "builtin" }
 M.origin = {}     -- module name -> { file = path, kind = kind }
+M._builtins = {}  -- module name -> the built-in module loaded beside a shadowing file
 
 local function _readable(path)
   local f = io.open(path, "rb")
@@ -68,11 +69,16 @@ function M.find(name)
   return nil, tried
 end
 
-local function _searcher(name)
-  local path, kind = M.find(name)
-  if not path then
-    return "\n\tno file '" .. table.concat(kind, "'\n\tno file '") .. "'"
-  end
+-- Core modules hold the security of the audit log, of trust and of module loading itself:
+-- only the built-in copy of these ever loads (formatting, moat.audit, stays overridable).
+M.CORE = { ["moat.loader"] = true, ["moat.boot"] = true, ["moat.trust"] = true, ["moat.auditlog"] = true }
+
+-- Returns true when module `name` may only come from the built-in directory.
+function M.is_core(name)
+  return M.CORE[name] or name:match("^moat%.auditlog%.") ~= nil
+end
+
+local function _compile(path, kind)
   -- Read once: the bytes checked are the bytes compiled, even if the file changes meanwhile.
   local src, rerr = M.read(path)
   if not src then error(rerr, 0) end
@@ -83,8 +89,71 @@ local function _searcher(name)
   end
   local chunk, err = M.load(src, path)
   if not chunk then error(err, 0) end
+  return chunk
+end
+
+local function _searcher(name)
+  local path, kind = M.find(name)
+  if not path then
+    return "\n\tno file '" .. table.concat(kind, "'\n\tno file '") .. "'"
+  end
+  if kind ~= "builtin" and M.is_core(name) then
+    error(("%s cannot replace moat's built-in %s: the audit chain, its signing, trust and the"
+      .. " loader are not overridable; remove the file (record formatting is moat.audit)"):format(path, name), 0)
+  end
+  local chunk = _compile(path, kind)
   M.origin[name] = { file = path, kind = kind }
   return chunk, path
+end
+
+-- Returns the built-in module `name` even when a user, site or workspace file shadows it, so
+-- that the shadowing file can wrap one function of it. Raises when there is no built-in one.
+function M.builtin(name)
+  local o = M.origin[name]
+  if package.loaded[name] ~= nil and (not o or o.kind == "builtin") then return package.loaded[name] end
+  if M._builtins[name] ~= nil then return M._builtins[name] end
+  local dir = M._builtin_dir
+  local path = dir and (dir .. "/" .. name:gsub("%.", "/") .. ".lua")
+  if not path or not _readable(path) then error("moat has no built-in module " .. name, 2) end
+  local mod = _compile(path, "builtin")(name, path)
+  if mod == nil then mod = true end
+  M._builtins[name] = mod
+  return mod
+end
+
+-- Requires module `name` if some directory has it. Returns module | nil, message, "missing"
+-- (no file anywhere) or "broken" (a file exists but fails to load).
+function M.try(name)
+  if package.loaded[name] ~= nil or package.preload[name] then return require(name) end
+  if not M.find(name) then return nil, "no module " .. name, "missing" end
+  local ok, mod = pcall(require, name)
+  if not ok then return nil, tostring(mod), "broken" end
+  return mod
+end
+
+-- Returns every file `<prefix>/<name>.lua` in the search order (or in `dirs`, a list shaped
+-- like M.dirs), shadowed ones included: { {name, module, file, kind} }, sorted by name then order.
+function M.files(prefix, dirs)
+  local lfs = require("lfs")
+  local rel = prefix:gsub("%.", "/")
+  local out = {}
+  for rank, d in ipairs(dirs or M.dirs) do
+    local dir = d.dir .. "/" .. rel
+    if lfs.attributes(dir, "mode") == "directory" then
+      for f in lfs.dir(dir) do
+        local n = f:match("^([a-z][a-z0-9_]*)%.lua$")
+        if n then
+          out[#out + 1] = { name = n, module = prefix .. "." .. n, file = dir .. "/" .. f, kind = d.kind,
+            rank = rank, dir = d }
+        end
+      end
+    end
+  end
+  table.sort(out, function(a, b)
+    if a.name ~= b.name then return a.name < b.name end
+    return a.rank < b.rank
+  end)
+  return out
 end
 
 -- Only directories that exist join the search: every require would otherwise try
@@ -98,6 +167,7 @@ end
 -- Installs the search order. opts: builtin = dir, site = build-time site dir.
 function M.setup(opts)
   M._site_default = opts.site
+  M._builtin_dir = opts.builtin
   M.dirs = {}
   for dir in (os.getenv("MOAT_LUA_PATH") or ""):gmatch("[^:]+") do _insert(dir, "env") end
   _insert(M.user_dir() .. "/lua", "user")

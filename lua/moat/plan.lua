@@ -1,7 +1,9 @@
 -- The plan: a loaded config plus command-line additions, with every secret reference parsed
--- by its backend. This is what policy scripts see and what moat.secrets resolves.
+-- by its backend. This is what policy scripts see and what moat.secrets resolves. Plain values
+-- are handed back beside the plan, never inside it, so showing a plan never shows them.
 local config = require("moat.config")
-local exit = require("moat.exit")
+local registry = require("moat.registry")
+local text = require("moat.text")
 
 local M = {}
 
@@ -13,22 +15,6 @@ M.GRANT_NAMES = {
 }
 
 M.SENSITIVE = { "KEY", "TOKEN", "SECRET", "PASSWORD" }
-
--- Plain values live here, keyed by their plan entry, so that printing or serializing a plan
--- (dry run, policy scripts, audit) never shows them.
-local _plain = setmetatable({}, { __mode = "k" })
-
--- Returns the value of a plain plan entry (nil for references).
-function M.plain_value(entry)
-  return _plain[entry]
-end
-
--- Returns a reference safe to show in a message: control characters escaped, length capped.
-function M.show(ref)
-  local s = ref:gsub("[%z\1-\31\127]", function(c) return ("\\x%02x"):format(c:byte()) end)
-  if #s > 200 then s = s:sub(1, 200) .. "..." end
-  return s
-end
 
 -- Returns scheme | nil for `ref`, and whether it looks like a reference at all (contains "://").
 function M.scheme(ref)
@@ -48,15 +34,14 @@ end
 local function _split(entry, what)
   local name, value = entry:match("^([^=]*)=(.*)$")
   if not name then
-    exit.fail(exit.USAGE, ("%s '%s' must be NAME=%s"):format(what, M.show(entry:match("^[^=]*")),
-      what == "--secret" and "REF" or "VALUE"))
+    return nil, ("%s '%s' must be NAME=%s"):format(what, text.show(entry:match("^[^=]*")),
+      what == "--secret" and "REF" or "VALUE")
   end
   return name, value
 end
 
 -- Parses one secret's reference; returns the entry fields | nil, problem.
 local function _parse(name, ref)
-  local secrets = require("moat.secrets")
   local scheme, urlish = M.scheme(ref)
   if not urlish then
     return { backend = "plain", plain = true, parsed = {} }
@@ -65,21 +50,20 @@ local function _parse(name, ref)
     return nil, ("secret %s looks like a URL but has no valid scheme (letters, digits, '+', '.', '-');"
       .. " to pass a literal value containing '://', export it and use env://VAR"):format(name)
   end
-  local mod, err = secrets.backend(scheme)
+  local mod, err, why_not = registry.get(scheme)
   if not mod then
-    if err and not err:match("^no backend") then
+    if why_not == "broken" then
       return nil, ("secret %s: the backend for %s:// cannot be loaded: %s"):format(name, scheme, err)
     end
-    local known = {}
-    for _, b in ipairs(secrets.backends()) do known[#known + 1] = b.scheme end
+    local known = registry.schemes()
     return nil, ("secret %s: unknown scheme '%s://' (known backends: %s); to pass a literal URL as"
       .. " the value, export it and write %s: env://VAR"):format(name, scheme, table.concat(known, ", "), name)
   end
   if ref:find("^%s") or ref:find("%s$") then
-    return nil, ("secret %s: reference '%s' has whitespace at its start or end"):format(name, M.show(ref))
+    return nil, ("secret %s: reference '%s' has whitespace at its start or end"):format(name, text.show(ref))
   end
   if ref:find("[%z\1-\31\127]") then
-    return nil, ("secret %s: reference '%s' contains control characters"):format(name, M.show(ref))
+    return nil, ("secret %s: reference '%s' contains control characters"):format(name, text.show(ref))
   end
   local parsed, why = {}, nil
   if mod.parse then
@@ -91,39 +75,40 @@ local function _parse(name, ref)
     end
   end
   if not parsed then
-    return nil, ("secret %s: malformed %s reference '%s': %s"):format(name, scheme, M.show(ref),
+    return nil, ("secret %s: malformed %s reference '%s': %s"):format(name, scheme, text.show(ref),
       why or "refused by the backend")
   end
   return { backend = scheme, plain = false, parsed = parsed }
 end
 
--- Builds the plan from `cfg` (config.load) and `extra` = { secrets = {"NAME=REF"}, env = {"NAME=VALUE"} }.
--- Returns plan; raises exit 78 listing every bad reference (exit 64 for a malformed option).
-function M.build(cfg, extra)
-  extra = extra or {}
-  local errors, warnings = {}, {}
-  for _, w in ipairs(cfg.warnings or {}) do warnings[#warnings + 1] = w end
-
-  local env, env_at = {}, {}
+-- Merges the config's env with -e NAME=VALUE entries; returns env list, index by name.
+local function _env(cfg, extra, errors)
+  local env, at = {}, {}
   for _, e in ipairs(cfg.env or {}) do
     env[#env + 1] = { name = e.name, value = e.value }
-    env_at[e.name] = #env
+    at[e.name] = #env
   end
   for _, entry in ipairs(extra.env or {}) do
     local name, value = _split(entry, "-e")
-    local why = config.check_name(name)
-    if why then
-      errors[#errors + 1] = ("-e %s: the name %s"):format(M.show(name), why)
+    local why = name and config.check_name(name)
+    if not name then
+      errors.usage = value
+    elseif why then
+      errors[#errors + 1] = ("-e %s: the name %s"):format(text.show(name), why)
     elseif value:find("%z") then
       errors[#errors + 1] = ("-e %s: the value must not contain NUL bytes"):format(name)
-    elseif env_at[name] then
-      env[env_at[name]].value = value
+    elseif at[name] then
+      env[at[name]].value = value
     else
       env[#env + 1] = { name = name, value = value }
-      env_at[name] = #env
+      at[name] = #env
     end
   end
+  return env, at
+end
 
+-- Merges the config's secrets with --secret NAME=REF entries; returns { {name, ref, where} }.
+local function _wanted(cfg, extra, errors)
   local wanted, at = {}, {}
   for _, s in ipairs(cfg.secrets or {}) do
     wanted[#wanted + 1] = { name = s.name, ref = s.ref, where = s.where }
@@ -131,60 +116,71 @@ function M.build(cfg, extra)
   end
   for _, entry in ipairs(extra.secrets or {}) do
     local name, ref = _split(entry, "--secret")
-    local why = config.check_name(name)
-    if why then
-      errors[#errors + 1] = ("--secret %s: the name %s"):format(M.show(name), why)
+    local why = name and config.check_name(name)
+    if not name then
+      errors.usage = ref
+    elseif why then
+      errors[#errors + 1] = ("--secret %s: the name %s"):format(text.show(name), why)
     elseif ref == "" then
       errors[#errors + 1] = ("--secret %s: the reference is empty"):format(name)
-    elseif at[name] then
-      wanted[at[name]] = { name = name, ref = ref, where = "--secret" }
     else
-      wanted[#wanted + 1] = { name = name, ref = ref, where = "--secret" }
-      at[name] = #wanted
+      wanted[at[name] or #wanted + 1] = { name = name, ref = ref, where = "--secret" }
+      at[name] = at[name] or #wanted
     end
   end
+  return wanted
+end
+
+local function _warn_for(s, plain, warnings)
+  if plain and M.sensitive(s.name) then
+    warnings[#warnings + 1] = ("secret %s is a plain value (%s); keep credentials in a backend"
+      .. " (op://, ssm://, env://)"):format(s.name, s.where or "config")
+  end
+  if M.GRANT_NAMES[s.name] then
+    warnings[#warnings + 1] = ("%s is a credential for %s: it will be visible to everything in the"
+      .. " container; network-layer injection (a proxy adding it to requests) is the safer design")
+      :format(s.name, M.GRANT_NAMES[s.name])
+  end
+end
+
+-- Builds the plan from `cfg` (config.load) and `extra` = { secrets = {"NAME=REF"}, env = {"NAME=VALUE"} }.
+-- Returns plan, plain (map NAME -> plain value) | nil, message listing every problem, "config" | "usage".
+function M.build(cfg, extra)
+  extra = extra or {}
+  local errors, warnings = {}, {}
+  for _, w in ipairs(cfg.warnings or {}) do warnings[#warnings + 1] = w end
+  local env, env_at = _env(cfg, extra, errors)
+  local wanted = _wanted(cfg, extra, errors)
+  if errors.usage then return nil, errors.usage, "usage" end
+
+  local secrets, plain = {}, {}
   for _, s in ipairs(wanted) do
+    local fields, why = _parse(s.name, s.ref)
     if env_at[s.name] then
       errors[#errors + 1] = ("%s is both a plain environment variable and a secret (%s); keep one")
         :format(s.name, s.where)
-    end
-  end
-
-  local secrets = {}
-  for _, s in ipairs(wanted) do
-    local fields, why = _parse(s.name, s.ref)
-    if not fields then
+    elseif not fields then
       errors[#errors + 1] = (s.where and (s.where .. ": ") or "") .. why
     else
       local entry = { name = s.name, ref = s.ref, where = s.where, backend = fields.backend,
         plain = fields.plain, parsed = fields.parsed }
       if fields.plain then
-        _plain[entry] = s.ref
+        plain[s.name] = s.ref
         entry.ref = "(plain value)"
-        if M.sensitive(s.name) then
-          warnings[#warnings + 1] = ("secret %s is a plain value (%s); keep credentials in a backend"
-            .. " (op://, ssm://, env://)"):format(s.name, s.where or "config")
-        end
       end
-      if M.GRANT_NAMES[s.name] then
-        warnings[#warnings + 1] = ("%s is a credential for %s: it will be visible to everything in the"
-          .. " container; network-layer injection (a proxy adding it to requests) is the safer design")
-          :format(s.name, M.GRANT_NAMES[s.name])
-      end
+      _warn_for(s, fields.plain, warnings)
       secrets[#secrets + 1] = entry
     end
   end
-
   if #errors > 0 then
-    exit.fail(exit.CONFIG, ("%d problem%s with secrets:\n  %s"):format(#errors, #errors == 1 and "" or "s",
-      table.concat(errors, "\n  ")))
+    return nil, ("%s with secrets:\n  %s"):format(text.count(#errors, "problem"), table.concat(errors, "\n  ")),
+      "config"
   end
-
   return {
     name = cfg.name, workspace = cfg.dir, image = cfg.image, command = cfg.command,
     runtime = cfg.runtime, interactive = cfg.interactive, container = cfg.container or {},
     mounts = cfg.mounts or {}, env = env, secrets = secrets, warnings = warnings,
-  }
+  }, plain
 end
 
 return M

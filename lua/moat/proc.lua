@@ -92,15 +92,40 @@ local function _release(s)
 end
 
 local function _run_sync(argv, opts)
-  local p, msg = C.spawn(argv, opts)
-  if not p then return nil, msg end
+  local p, msg, errno = C.spawn(argv, opts)
+  if not p then return nil, msg, errno end
   while not p:done() do C.wait({ p }) end
   local r = p:result()
   p:close()
   return r
 end
 
--- run(argv, opts) -> { code, signal, stdout, stderr, timed_out, truncated, ms } | nil, msg
+-- Returns the path program `cmd` runs as: searched on the absolute entries of `path` when it
+-- has no "/", else `cmd` itself when it exists (relative to `cwd`); nil when there is no such file.
+function M.which(cmd, path, cwd)
+  local lfs = require("lfs")
+  if cmd:find("/", 1, true) then
+    local p = (cmd:sub(1, 1) == "/" or not cwd) and cmd or (cwd .. "/" .. cmd)
+    return lfs.attributes(p, "mode") and cmd or nil
+  end
+  for dir in (path or os.getenv("PATH") or ""):gmatch("[^:]+") do
+    local p = dir .. "/" .. cmd
+    if dir:sub(1, 1) == "/" and lfs.attributes(p, "mode") == "file" then return p end
+  end
+  return nil
+end
+
+-- Returns the environ list {"K=V", ...}, sorted, for the map `env` (default: moat's own).
+function M.environ(env)
+  env = env or require("moat.c.system").environ()
+  local out = {}
+  for k, v in pairs(env) do out[#out + 1] = k .. "=" .. v end
+  table.sort(out)
+  return out
+end
+
+-- run(argv, opts) -> { code, signal, stdout, stderr, timed_out, truncated, ms } | nil, msg, errno
+-- Inside a gather task it yields while the child runs; elsewhere it waits for it.
 function M.run(argv, opts)
   local s, co = _current()
   if not s then return _run_sync(argv, opts) end
@@ -110,10 +135,10 @@ function M.run(argv, opts)
   else
     s.alive = s.alive + 1
   end
-  local p, msg = C.spawn(argv, opts)
+  local p, msg, errno = C.spawn(argv, opts)
   if not p then
     _release(s)
-    return nil, msg
+    return nil, msg, errno
   end
   s.waiting[p] = co
   _park()

@@ -1,57 +1,66 @@
--- Choosing the runtime of a run: --runtime, then the config's runtime:, then MOAT_RUNTIME, then the
--- first usable of docker, podman, bwrap. Runtimes are modules moat.runtime.<name>, replaceable
--- like backends. A runtime module has:
---   name, description, install_hint, uses_image (bool), explicit_only (bool, optional)
---   probe(ctx) -> true | nil, reason      ctx = { run = fn(argv, timeout_ms) -> result|nil, image }
---   prepare(spec) -> launch
+-- Runtimes and choosing one. A runtime is a module moat.runtime.<name>, replaceable like a
+-- backend, with this contract:
+--   name, description, install_hint, uses_image (bool), client (program | false), explicit_only
+--   probe(ctx) -> true | nil, reason         ctx = { run = fn(argv, timeout_ms) -> result|nil, image }
+--   validate(spec) -> true | nil, message[, "not_found"]   once, before any secret is fetched
+--   launch(spec, env) -> launch              env = map NAME -> value (nil: argv only, for --dry-run)
 -- spec   = { run_id, name, workspace, image, command|nil, interactive, tty, keep, network|nil,
---            vars = { {name, value|nil} }, mounts = { {host, container, ro} }, container = {memory, cpus},
---            environ = map of moat's environment }
+--            names = {NAME…} (every variable, plain and secret), mounts = { {host, container, ro} },
+--            container = {memory, cpus}, environ = map of moat's environment }
 -- launch = { argv, env = {"K=V"}, cwd|nil, group = bool, stdin = true|nil, notes = {..}|nil,
---            container|nil (name), cleanup = argv|nil (after a forced stop), signal = fn(sig) -> argv|nil,
---            not_found = message|nil (the command cannot be found: exit 127 without launching) }
-local exit = require("moat.exit")
+--            container|nil (name), cleanup = argv|nil (after a forced stop), signal = fn(sig) -> argv|nil }
+local proc = require("moat.proc")
+local text = require("moat.text")
 
 local M = {}
 
 M.AUTO = { "docker", "podman", "bwrap" }
+M.NAME = "^[a-z][a-z0-9_-]*$"
 
--- Runs `argv` with stdin from /dev/null, output captured, killed after `timeout_ms`.
--- Returns the result table | nil when the program cannot be started.
+-- Runs `argv` to its end with stdin from /dev/null and output captured, killed after
+-- `timeout_ms`. Returns the result table | nil when the program cannot be started.
 function M.run(argv, timeout_ms)
-  local proc = require("moat.c.proc")
-  local env = {}
-  for k, v in pairs(require("moat.c.system").environ()) do env[#env + 1] = k .. "=" .. v end
-  local p = proc.spawn(argv, { env = env, stdout = "pipe", stderr = "pipe", timeout = timeout_ms,
-    cap = 1024 * 1024 })
-  if not p then return nil end
-  while not p:done() do proc.wait({ p }, timeout_ms) end
-  return p:result()
+  return (proc.run(argv, { stdout = "pipe", stderr = "pipe", timeout = timeout_ms, cap = 1024 * 1024 }))
 end
 
--- Returns the full path of program `name` on `path` (default: moat's PATH) | nil.
-function M.which(name, path)
-  local lfs = require("lfs")
-  for dir in (path or os.getenv("PATH") or ""):gmatch("[^:]+") do
-    local p = dir .. "/" .. name
-    if lfs.attributes(p, "mode") == "file" then return p end
+-- Returns the sorted "K=V" environ a runtime starts with: the entries of `base` (a map) that
+-- `keep` accepts (a list of names or a function), `defaults` where still unset, then `values`.
+function M.environ(base, keep, defaults, values)
+  local env = {}
+  if type(keep) == "function" then
+    for k, v in pairs(base or {}) do
+      if keep(k) then env[k] = v end
+    end
+  else
+    for _, k in ipairs(keep) do env[k] = base and base[k] end
+  end
+  for k, v in pairs(defaults or {}) do
+    if env[k] == nil then env[k] = v end
+  end
+  for k, v in pairs(values or {}) do env[k] = v end
+  return proc.environ(env)
+end
+
+-- Returns nil when `s` may be passed as one argument of a runtime client, else why not.
+function M.bad_arg(what, s)
+  if s == "" or s:sub(1, 1) == "-" or s:find("[%z\1-\31\127]") then
+    return ("%s '%s' must not be empty, start with '-' or contain control characters"):format(what, text.show(s))
   end
   return nil
 end
 
--- Loads the runtime module `name`; raises a usage failure when there is none.
+-- Loads the runtime module `name`. Returns module | nil, message.
 function M.load(name)
-  if type(name) ~= "string" or not name:match("^[a-z][a-z0-9_-]*$") then
-    exit.fail(exit.USAGE, ("runtime '%s' is not a runtime name (docker, podman, bwrap, host)")
-      :format(tostring(name):gsub("[%z\1-\31\127]", "?")))
+  if type(name) ~= "string" or not name:match(M.NAME) then
+    return nil, ("runtime '%s' is not a runtime name (docker, podman, bwrap, host)"):format(text.show(tostring(name)))
   end
-  local ok, mod = pcall(require, "moat.runtime." .. name)
-  if not ok then
-    if tostring(mod):find("module 'moat.runtime." .. name .. "' not found", 1, true) then
-      exit.fail(exit.USAGE, ("no runtime '%s': the runtimes are docker, podman, bwrap and host"
-        .. " (or a module moat/runtime/%s.lua of your own)"):format(name, name))
+  local mod, err, why = require("moat.loader").try("moat.runtime." .. name)
+  if not mod then
+    if why == "missing" then
+      return nil, ("no runtime '%s': the runtimes are docker, podman, bwrap and host"
+        .. " (or a module moat/runtime/%s.lua of your own)"):format(name, name)
     end
-    error(mod, 0)
+    return nil, err
   end
   mod.name = mod.name or name
   return mod
@@ -63,28 +72,12 @@ local function _client(mod)
   return mod.name
 end
 
--- Chooses the runtime. opts: requested (--runtime), config (runtime:), env (MOAT_RUNTIME), image,
--- run (probe runner, default M.run). Returns module, how ("--runtime", "config", "MOAT_RUNTIME",
--- "auto"); raises exit 69 with install hints when no runtime is usable.
-function M.choose(opts)
-  local run = opts.run or M.run
-  for _, how in ipairs({ { opts.requested, "--runtime" }, { opts.config, "config" }, { opts.env, "MOAT_RUNTIME" } }) do
-    local name = how[1]
-    if name and name ~= "" then
-      local mod = M.load(name)
-      -- Asked for by name: only check that the client program exists; the runtime reports the rest.
-      local client = _client(mod)
-      if client and not M.which(client) then
-        exit.fail(exit.UNAVAILABLE, ("runtime %s (from %s) is not usable: no %s on PATH\n  hint: %s")
-          :format(mod.name, how[2], client, mod.install_hint or ""))
-      end
-      return mod, how[2]
-    end
-  end
+local function _auto(opts)
   local reasons = {}
   for _, name in ipairs(M.AUTO) do
-    local mod = M.load(name)
-    local ok, why = mod.probe({ run = run, image = opts.image })
+    local mod, err = M.load(name)
+    if not mod then return nil, err end
+    local ok, why = mod.probe({ run = opts.run or M.run, image = opts.image })
     if ok then return mod, "auto", reasons end
     reasons[#reasons + 1] = { name = name, reason = why, hint = mod.install_hint }
   end
@@ -93,7 +86,28 @@ function M.choose(opts)
     lines[#lines + 1] = ("  %s: %s\n    hint: %s"):format(r.name, r.reason or "not usable", r.hint or "")
   end
   lines[#lines + 1] = "  or run without isolation with --runtime host"
-  exit.fail(exit.UNAVAILABLE, table.concat(lines, "\n"))
+  return nil, table.concat(lines, "\n"), "unavailable"
+end
+
+-- Chooses the runtime. opts: requested (--runtime), config (runtime:), env (MOAT_RUNTIME), image,
+-- run (probe runner, default M.run). Returns module, how ("--runtime", "config", "MOAT_RUNTIME",
+-- "auto"), skipped = { {name, reason} } | nil, message, "usage" | "unavailable".
+function M.choose(opts)
+  for _, how in ipairs({ { opts.requested, "--runtime" }, { opts.config, "config" }, { opts.env, "MOAT_RUNTIME" } }) do
+    local name = how[1]
+    if name and name ~= "" then
+      local mod, err = M.load(name)
+      if not mod then return nil, err, "usage" end
+      -- Asked for by name: only check that the client program exists; the runtime reports the rest.
+      local client = _client(mod)
+      if client and not proc.which(client) then
+        return nil, ("runtime %s (from %s) is not usable: no %s on PATH\n  hint: %s")
+          :format(mod.name, how[2], client, mod.install_hint or ""), "unavailable"
+      end
+      return mod, how[2], {}
+    end
+  end
+  return _auto(opts)
 end
 
 return M

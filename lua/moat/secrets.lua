@@ -1,7 +1,9 @@
 -- The secrets pipeline: dedupes the plan's references, groups them per backend, runs every
 -- backend's resolve as a task so all backends work at once, and collects every failure.
 -- Values stay in res.values; everything else this module produces is safe to print.
-local plan_mod = require("moat.plan")
+local registry = require("moat.registry")
+local show = require("moat.text").show
+local count = require("moat.text").count
 
 local M = {}
 
@@ -11,70 +13,6 @@ M.DEFAULT_TIMEOUT = 60            -- seconds per backend call
 M.DEFAULT_JOBS = 8                -- backend processes alive at once
 M.MASK_MIN = 4                    -- shorter values are too common to strip from messages
 M.HIDDEN = "<value hidden>"
-
-local _schemes_ok = "^[a-z][a-z0-9_]*$"
-
--- Returns the backend module for `scheme` | nil, message ("no backend ..." when there is none).
-function M.backend(scheme)
-  if type(scheme) ~= "string" or not scheme:match(_schemes_ok) then
-    return nil, ("no backend for scheme '%s'"):format(tostring(scheme))
-  end
-  local modname = "moat.backends." .. scheme
-  local ok, mod = pcall(require, modname)
-  if not ok then
-    local msg = tostring(mod)
-    if msg:find("module '" .. modname .. "' not found", 1, true) then
-      return nil, ("no backend for scheme '%s'"):format(scheme)
-    end
-    return nil, msg
-  end
-  if type(mod) ~= "table" or type(mod.resolve) ~= "function" then
-    return nil, ("%s must return a table with a resolve(requests, ctx) function"):format(modname)
-  end
-  return mod
-end
-
--- Directories that may hold moat/backends/*.lua, in search order: { {dir, kind} }.
-local function _search_dirs()
-  local ok, loader = pcall(require, "moat.loader")
-  if ok and loader.dirs and #loader.dirs > 0 then return loader.dirs end
-  local out = {}
-  for entry in package.path:gmatch("[^;]+") do
-    local dir = entry:match("^(/.-)/%?%.lua$")
-    if dir then out[#out + 1] = { dir = dir, kind = "path" } end
-  end
-  return out
-end
-
--- Returns the schemes with a backend file on the search path, sorted: { {scheme, file, kind} }.
-function M.schemes()
-  local lfs = require("lfs")
-  local seen, out = {}, {}
-  for _, d in ipairs(_search_dirs()) do
-    local dir = d.dir .. "/moat/backends"
-    if lfs.attributes(dir, "mode") == "directory" then
-      for f in lfs.dir(dir) do
-        local scheme = f:match("^(.+)%.lua$")
-        if scheme and scheme:match(_schemes_ok) and not seen[scheme] then
-          seen[scheme] = true
-          out[#out + 1] = { scheme = scheme, file = dir .. "/" .. f, kind = d.kind }
-        end
-      end
-    end
-  end
-  table.sort(out, function(a, b) return a.scheme < b.scheme end)
-  return out
-end
-
--- Returns every backend found on the search path: { {scheme, description, file, kind} }.
-function M.backends()
-  local out = M.schemes()
-  for _, b in ipairs(out) do
-    local mod, err = M.backend(b.scheme)
-    b.description = mod and mod.description or ("cannot be loaded: " .. tostring(err))
-  end
-  return out
-end
 
 -- Returns `text` with every value in `values` (and each line of multi-line ones) replaced,
 -- control characters escaped and the length capped: safe to show to people.
@@ -155,10 +93,7 @@ end
 
 local function _environ(map)
   map = map or require("moat.c.system").environ()
-  local list = {}
-  for k, v in pairs(map) do list[#list + 1] = k .. "=" .. v end
-  table.sort(list)
-  return map, list
+  return map, require("moat.proc").environ(map)
 end
 
 -- Builds the ctx a backend sees. `state` is shared by every backend of one resolve:
@@ -245,7 +180,7 @@ end
 local function _run_backend(scheme, group, state)
   local sys = require("moat.c.system")
   local t0 = sys.monotonic_ms()
-  local mod, err = M.backend(scheme)
+  local mod, err = registry.get(scheme)
   local ctx
   if mod then
     ctx = _context(scheme, state)
@@ -271,113 +206,112 @@ local function _run_backend(scheme, group, state)
   return _ms(sys, t0)
 end
 
--- Resolves every secret of `plan`. opts: jobs (8), timeout (seconds, 60), progress = fn(msg),
--- env = map the backends see and run their programs with (default: moat's environment).
--- Returns res = { ok, values = {NAME = value}, records = {...} in plan order, failures = {...} }.
-function M.resolve(plan, opts)
-  opts = opts or {}
-  local sys = require("moat.c.system")
-  local proc = require("moat.proc")
-  local progress = opts.progress or function() end
+local function _new_state(opts)
   local state = { opts = { jobs = opts.jobs or M.DEFAULT_JOBS, timeout = opts.timeout or M.DEFAULT_TIMEOUT },
-    known = {}, done = {} }
+    known = {}, done = {}, settle = function() end }
   state.env_map, state.env_list = _environ(opts.env)
+  return state
+end
 
-  local values, outcome = {}, {}
-  local groups, order = {}, {}
-  local by_ref = {}
-  local t_start = sys.monotonic_ms()
-
+-- Groups the plan's references per backend, each distinct reference once: returns groups
+-- (scheme -> { requests }), order (schemes in first-use order), by_ref ("scheme\0ref" -> request).
+local function _group(plan)
+  local groups, order, by_ref = {}, {}, {}
   for _, s in ipairs(plan.secrets) do
+    local key = s.backend .. "\0" .. s.ref
     if s.plain then
-      local v = plan_mod.plain_value(s) or ""
-      if #v >= M.MASK_MIN then state.known[#state.known + 1] = v end
-    elseif not by_ref[s.backend .. "\0" .. s.ref] then
+      -- Plain values come from plan.build beside the plan, never from a backend.
+    elseif by_ref[key] then
+      local req = by_ref[key]
+      req.names[#req.names + 1] = s.name
+    else
       local g = groups[s.backend]
       if not g then
         g = { requests = {} }
-        groups[s.backend] = g
-        order[#order + 1] = s.backend
+        groups[s.backend], order[#order + 1] = g, s.backend
       end
       local req = { name = s.name, names = { s.name }, ref = s.ref, parsed = s.parsed }
       g.requests[#g.requests + 1] = req
-      by_ref[s.backend .. "\0" .. s.ref] = req
-    else
-      local req = by_ref[s.backend .. "\0" .. s.ref]
-      req.names[#req.names + 1] = s.name
+      by_ref[key] = req
     end
   end
+  return groups, order, by_ref
+end
 
-  -- A backend may hand back a copy of a request; find ours by reference then.
-  local function _find(scheme, req)
-    if type(req) ~= "table" then return nil end
-    local mine = by_ref[scheme .. "\0" .. tostring(req.ref)]
-    return mine
-  end
-
-  state.settle = function(scheme, req, ok, what)
-    local mine = _find(scheme, req)
+-- Returns the settle function backends report through: the first word on a request counts.
+local function _settler(state, by_ref, outcome, t_start)
+  local sys = require("moat.c.system")
+  return function(scheme, req, ok, what)
+    -- A backend may hand back a copy of a request; find ours by reference.
+    local mine = type(req) == "table" and by_ref[scheme .. "\0" .. tostring(req.ref)]
     if not mine or state.done[mine] then return end
     state.done[mine] = true
     local ms = _ms(sys, t_start)
-    if ok then
-      local why = _refuse(what)
-      if why then
-        outcome[mine] = { ok = false, ms = ms, kind = "invalid", reason = why,
-          fix = "store the value without NUL bytes, or pass large data as a mounted file instead" }
-        return
-      end
+    local why = ok and _refuse(what)
+    if why then
+      outcome[mine] = { ok = false, ms = ms, kind = "invalid", reason = why,
+        fix = "store the value without NUL bytes, or pass large data as a mounted file instead" }
+    elseif ok then
       outcome[mine] = { ok = true, ms = ms, value = what }
-      if #what >= M.MASK_MIN then state.known[#state.known + 1] = what end
+      state.known[#state.known + 1] = what
     else
       what = type(what) == "table" and what or { reason = tostring(what) }
       outcome[mine] = { ok = false, ms = ms, kind = what.kind or "backend_error",
         reason = what.reason or "the backend reported a failure", fix = what.fix }
     end
   end
+end
+
+-- Returns the record of plan entry `s` and its value (nil when it failed).
+local function _record(s, o, state)
+  local rec = { name = s.name, ref = s.ref, backend = s.backend, ms = o.ms, ok = o.ok }
+  if not o.ok then
+    -- Last line of defence: strip every value moat knows from what people will read.
+    rec.kind = o.kind
+    rec.reason = M.sanitize(o.reason, state.known)
+    rec.fix = o.fix and M.sanitize(o.fix, state.known) or nil
+  end
+  return rec, o.ok and o.value or nil
+end
+
+-- Resolves every secret of `plan`. opts: plain (map NAME -> value from plan.build), jobs (8),
+-- timeout (seconds, 60), progress = fn(msg), env = map the backends see and run their programs
+-- with (default: moat's environment).
+-- Returns res = { ok, values = {NAME = value}, records = {...} in plan order, failures = {...} }.
+function M.resolve(plan, opts)
+  opts = opts or {}
+  local progress = opts.progress or function() end
+  local state = _new_state(opts)
+  local plain = opts.plain or {}
+  for _, v in pairs(plain) do state.known[#state.known + 1] = v end
+  local groups, order, by_ref = _group(plan)
+  local outcome = {}
+  state.settle = _settler(state, by_ref, outcome, require("moat.c.system").monotonic_ms())
 
   local tasks = {}
   for _, scheme in ipairs(order) do
     local g = groups[scheme]
     tasks[#tasks + 1] = function()
-      progress(("asking %s for %d secret%s"):format(scheme, #g.requests, #g.requests == 1 and "" or "s"))
+      progress(("asking %s for %s"):format(scheme, count(#g.requests, "secret")))
       local ms = _run_backend(scheme, g, state)
       progress(("%s answered in %d ms"):format(scheme, ms))
       return ms
     end
   end
-  if #tasks > 0 then proc.gather(tasks, { jobs = state.opts.jobs }) end
+  if #tasks > 0 then require("moat.proc").gather(tasks, { jobs = state.opts.jobs }) end
 
-  local records, failures = {}, {}
+  local values, records, failures = {}, {}, {}
   for _, s in ipairs(plan.secrets) do
-    local rec = { name = s.name, ref = s.ref, backend = s.backend }
-    if s.plain then
-      local v = plan_mod.plain_value(s) or ""
-      local why = _refuse(v)
-      rec.ms = 0
-      if why then
-        rec.ok, rec.kind, rec.reason = false, "invalid", why
-        rec.fix = "store the value without NUL bytes, or pass large data as a mounted file instead"
-      else
-        rec.ok = true
-        values[s.name] = v
-      end
-    else
-      local o = outcome[by_ref[s.backend .. "\0" .. s.ref]]
-      rec.ms, rec.ok = o.ms, o.ok
-      if o.ok then
-        values[s.name] = o.value
-      else
-        rec.kind, rec.reason, rec.fix = o.kind, o.reason, o.fix
-      end
+    local o = s.plain and { ok = true, ms = 0, value = plain[s.name] or "" }
+      or outcome[by_ref[s.backend .. "\0" .. s.ref]]
+    if o.ok and s.plain and _refuse(o.value) then
+      o = { ok = false, ms = 0, kind = "invalid", reason = _refuse(o.value),
+        fix = "store the value without NUL bytes, or pass large data as a mounted file instead" }
     end
-    if not rec.ok then
-      -- Last line of defence: strip every value moat knows from what people will read.
-      rec.reason = M.sanitize(rec.reason, state.known)
-      rec.fix = rec.fix and M.sanitize(rec.fix, state.known) or nil
-      failures[#failures + 1] = rec
-    end
+    local rec, value = _record(s, o, state)
+    values[s.name] = value
     records[#records + 1] = rec
+    if not rec.ok then failures[#failures + 1] = rec end
   end
   return { ok = #failures == 0, values = values, records = records, failures = failures }
 end
@@ -387,9 +321,7 @@ end
 function M.check(plan, opts)
   opts = opts or {}
   local proc = require("moat.proc")
-  local state = { opts = { jobs = opts.jobs or M.DEFAULT_JOBS, timeout = opts.timeout or M.DEFAULT_TIMEOUT },
-    known = {}, done = {}, settle = function() end }
-  state.env_map, state.env_list = _environ(opts.env)
+  local state = _new_state(opts)
   local out, by = {}, {}
   for _, s in ipairs(plan.secrets) do
     if not by[s.backend] then
@@ -402,7 +334,7 @@ function M.check(plan, opts)
   for _, c in ipairs(out) do
     if c.backend ~= "plain" then
       tasks[#tasks + 1] = function()
-        local mod, err = M.backend(c.backend)
+        local mod, err = registry.get(c.backend)
         if not mod then
           c.ok, c.reason = false, "cannot be loaded: " .. tostring(err)
           return
@@ -426,7 +358,7 @@ function M.report(failures)
   local lines = {}
   lines[#lines + 1] = ("%d secret%s could not be resolved:"):format(#failures, #failures == 1 and "" or "s")
   for _, f in ipairs(failures) do
-    lines[#lines + 1] = ("  %s (%s, backend %s): %s [%s]"):format(f.name, plan_mod.show(f.ref), f.backend,
+    lines[#lines + 1] = ("  %s (%s, backend %s): %s [%s]"):format(f.name, show(f.ref), f.backend,
       f.reason or "failed", f.kind or "error")
     if f.fix then lines[#lines + 1] = "    fix: " .. f.fix end
   end

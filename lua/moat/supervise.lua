@@ -1,5 +1,5 @@
--- Running a prepared launch in the foreground: spawn the runtime client, relay (and mask) its
--- output, forward INT/TERM/HUP, force a stop on a second signal, clean up, return its status.
+-- Supervising a launch in the foreground: spawn the runtime client, relay (and mask) its output,
+-- forward INT/TERM/HUP, force a stop on a second signal, clean up, return its status.
 local proc = require("moat.c.proc")
 
 local M = {}
@@ -13,10 +13,7 @@ end
 
 -- Runs `argv` to its end quietly (cleanup commands); returns the result or nil.
 local function _quiet(argv, env)
-  local p = proc.spawn(argv, { env = env, stdout = "null", stderr = "null", timeout = 30000 })
-  if not p then return nil end
-  while not p:done() do proc.wait({ p }, 1000) end
-  return p:result()
+  return (require("moat.proc").run(argv, { env = env, stdout = "null", stderr = "null", timeout = 30000 }))
 end
 
 -- Returns moat's exit status for a result: the code, or 128+N for a command killed by signal N.
@@ -36,19 +33,27 @@ local function _writer(f)
   end
 end
 
--- Runs `launch` (see moat.runtime) in the foreground. opts:
+-- Runs `launch` (see moat.runtime) in the foreground until it ends. opts:
 --   mask = array of values to conceal in the output (nil/empty: no masking),
 --   mask_stdout / mask_stderr = bool (which streams go through the masker),
 --   stdout / stderr = fn(data) writers (default: moat's own), on_start = fn(pid),
 --   on_signal = fn(name, count), grace_ms.
 -- Returns { status, code, signal, signals = {names}, forced = bool, ms } | nil, message, errno
 -- when the client could not be started.
-function M.foreground(launch, opts)
+function M.run(launch, opts)
   opts = opts or {}
   local masking = opts.mask and #opts.mask > 0
   local mask_out = masking and opts.mask_stdout
   local mask_err = masking and opts.mask_stderr
   local stream = mask_out or mask_err
+  -- The maskers are built before the spawn: if one cannot be, nothing has run.
+  local maskers = {}
+  local mask
+  if stream then mask = require("moat.c.mask") end
+  if mask_out then maskers.out = mask.new(opts.mask) end
+  if mask_err then maskers.err = mask.new(opts.mask) end
+  local write_out = opts.stdout or _writer(io.stdout)
+  local write_err = opts.stderr or _writer(io.stderr)
   local caught = { "INT", "TERM", "HUP" }
   proc.catch_signals(caught)
   local started = _now()
@@ -74,13 +79,6 @@ function M.foreground(launch, opts)
     end
   end
 
-  local maskers = {}
-  local mask
-  if stream then mask = require("moat.c.mask") end
-  local write_out = opts.stdout or _writer(io.stdout)
-  local write_err = opts.stderr or _writer(io.stderr)
-  if mask_out then maskers.out = mask.new(opts.mask) end
-  if mask_err then maskers.err = mask.new(opts.mask) end
   local function relay()
     if not stream then return end
     local o, e = p:drain()

@@ -5,11 +5,9 @@
 local lfs = require("lfs")
 local sys = require("moat.c.system")
 local json = require("moat.c.json")
-local exit = require("moat.exit")
 
 local M = {}
 
-M.EXIT = exit.NOPERM    -- refused: untrusted or changed workspace Lua
 M.MAX_FILES = 10000     -- a .moat/ tree larger than this is refused rather than hashed
 M.MAX_DEPTH = 32
 
@@ -250,17 +248,17 @@ function M.active()
 end
 
 -- Enables the Lua of workspace `dir` (its .moat/lua on the module path, its .moat/policy.lua
--- for moat.policy). Returns true when workspace Lua is enabled, false when there is none;
--- raises exit 77 naming the files when they are untrusted or changed since `moat trust`.
+-- for moat.policy). Returns true when workspace Lua is enabled, false when there is none
+-- | nil, message naming the files when they are untrusted or changed since `moat trust`.
 function M.activate(dir)
   local st, err = M.status(dir)
-  if not st then exit.fail(M.EXIT, err) end
+  if not st then return nil, err end
   if st.state == "none" or not M.has_lua(st.files) then
     -- Nothing under .moat/ would be loaded, so there is nothing to refuse.
     M._active = nil
     return false
   end
-  if st.state ~= "trusted" then exit.fail(M.EXIT, M.message(st)) end
+  if st.state ~= "trusted" then return nil, M.message(st) end
   M._active = { real = st.real, record = st.record }
   local loader = require("moat.loader")
   if lfs.attributes(st.real .. "/.moat/lua", "mode") == "directory" then

@@ -11,19 +11,6 @@ local SPEC = { ["--json"] = "flag" }
 M.PLAIN = { scheme = "plain", kind = "builtin", active = true, usable = true,
   description = "a value without ://, passed through as is (pseudo-backend; warns for sensitive names)" }
 
-local function _files(dir)
-  local lfs = require("lfs")
-  local out = {}
-  local bdir = dir .. "/moat/backends"
-  if lfs.attributes(bdir, "mode") ~= "directory" then return out end
-  for f in lfs.dir(bdir) do
-    local scheme = f:match("^([a-z][a-z0-9_]*)%.lua$")
-    if scheme then out[#out + 1] = { scheme = scheme, file = bdir .. "/" .. f } end
-  end
-  table.sort(out, function(a, b) return a.scheme < b.scheme end)
-  return out
-end
-
 -- Loads a shadowed backend file on its own (never through require) just for its description.
 local function _describe_file(file)
   local loader = require("moat.loader")
@@ -35,65 +22,69 @@ local function _describe_file(file)
   return mod.description or "(no description)"
 end
 
--- Returns the list of backends: { {scheme, description, file, kind, active, overridden_by,
--- usable, reason, fix} }, sorted by scheme with the active one first. `untrusted` is a
--- workspace status whose backends are listed but not loaded.
-function M.list(untrusted)
-  local loader = require("moat.loader")
-  local secrets = require("moat.secrets")
-  local entries, winner = {}, {}
+-- The search directories, with an untrusted workspace shown where it would sit: just before
+-- the built-in modules.
+local function _dirs(untrusted)
   local dirs = {}
-  for _, d in ipairs(loader.dirs) do dirs[#dirs + 1] = d end
+  for _, d in ipairs(require("moat.loader").dirs) do dirs[#dirs + 1] = d end
   if untrusted then
-    -- Shown where it would sit in the search order: just before the built-in modules.
     local pos = #dirs + 1
     for i, d in ipairs(dirs) do if d.kind == "builtin" then pos = i break end end
     table.insert(dirs, pos, { dir = untrusted.real .. "/.moat/lua", kind = "workspace", untrusted = untrusted })
   end
-  for _, d in ipairs(dirs) do
-    for _, f in ipairs(_files(d.dir)) do
-      local e = { scheme = f.scheme, file = f.file, kind = d.kind }
-      if d.untrusted then
-        e.active, e.usable = false, false
-        e.description = "(not loaded: the workspace is not trusted)"
-        e.reason = ("the workspace's .moat/ is %s"):format(d.untrusted.state == "changed"
-          and "changed since it was trusted" or "not trusted")
-        e.fix = "review it, then run: moat trust " .. require("moat.trust").shell_quote(d.untrusted.real)
-      elseif not winner[f.scheme] then
-        winner[f.scheme] = e
-        e.active = true
-      else
-        e.active = false
-        e.overridden_by = winner[f.scheme].file
-        -- Workspace files load only through the trust-checked loader, never on the side.
-        e.description = d.kind ~= "workspace" and _describe_file(f.file) or "(not loaded)"
-      end
-      entries[#entries + 1] = e
-    end
-  end
+  return dirs
+end
 
-  local checks = { secrets = {} }
+local function _untrusted_entry(e, st)
+  e.usable = false
+  e.description = "(not loaded: the workspace is not trusted)"
+  e.reason = ("the workspace's .moat/ is %s"):format(st.state == "changed"
+    and "changed since it was trusted" or "not trusted")
+  e.fix = "review it, then run: moat trust " .. require("moat.text").quote_word(st.real)
+end
+
+-- Loads each active backend and asks its check whether it is usable.
+local function _check(winner)
+  local registry = require("moat.registry")
+  local plan = { secrets = {} }
   for scheme, e in pairs(winner) do
-    local mod, err = secrets.backend(scheme)
-    local origin = loader.origin["moat.backends." .. scheme]
+    local mod, err = registry.get(scheme)
+    local origin = require("moat.loader").origin["moat.backends." .. scheme]
     if origin then e.file, e.kind = origin.file, origin.kind end
     if mod then
       e.description = mod.description or "(no description)"
-      checks.secrets[#checks.secrets + 1] = { name = scheme, backend = scheme }
+      plan.secrets[#plan.secrets + 1] = { name = scheme, backend = scheme }
     else
-      e.description = "(cannot be loaded)"
-      e.usable, e.reason = false, tostring(err)
+      e.description, e.usable, e.reason = "(cannot be loaded)", false, tostring(err)
       e.fix = "fix or remove " .. e.file
     end
   end
-  table.sort(checks.secrets, function(a, b) return a.backend < b.backend end)
-  if #checks.secrets > 0 then
-    for _, c in ipairs(secrets.check(checks, { timeout = 20 })) do
-      local e = winner[c.backend]
-      e.usable, e.reason, e.fix = c.ok, c.reason, c.fix
-    end
+  table.sort(plan.secrets, function(a, b) return a.backend < b.backend end)
+  if #plan.secrets == 0 then return end
+  for _, c in ipairs(require("moat.secrets").check(plan, { timeout = 20 })) do
+    local e = winner[c.backend]
+    e.usable, e.reason, e.fix = c.ok, c.reason, c.fix
   end
+end
 
+-- Returns the list of backends: { {scheme, description, file, kind, active, overridden_by,
+-- usable, reason, fix} }, sorted by scheme with the active one first. `untrusted` is a
+-- workspace status whose backends are listed but not loaded.
+function M.list(untrusted)
+  local entries, winner = {}, {}
+  for _, e in ipairs(require("moat.registry").files(_dirs(untrusted))) do
+    if e.dir.untrusted then
+      _untrusted_entry(e, e.dir.untrusted)
+    elseif e.active then
+      winner[e.scheme] = e
+    else
+      -- Workspace files load only through the trust-checked loader, never on the side.
+      e.description = e.kind ~= "workspace" and _describe_file(e.file) or "(not loaded)"
+    end
+    e.dir = nil
+    entries[#entries + 1] = e
+  end
+  _check(winner)
   local plain = {}
   for k, v in pairs(M.PLAIN) do plain[k] = v end
   entries[#entries + 1] = plain
@@ -145,7 +136,7 @@ function M.main(argv, ctx)
   local untrusted
   if pos[1] or lfs.attributes("./.moat", "mode") == "directory" then
     local st, err = trust.status(dir)
-    if not st then require("moat.exit").fail(require("moat.exit").USAGE, err) end
+    if not st then require("moat.exit").fail_kind(err, "usage") end
     if st.state == "trusted" then
       trust.activate(st.real)
     elseif st.state ~= "none" and trust.has_lua(st.files) then

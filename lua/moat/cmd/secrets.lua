@@ -3,6 +3,8 @@
 local args = require("moat.args")
 local cli = require("moat.cli")
 local exit = require("moat.exit")
+local session = require("moat.session")
+local text = require("moat.text")
 local ui = require("moat.ui")
 
 local M = {}
@@ -35,8 +37,8 @@ local function _json(list)
   io.stdout:write(assert(json.encode(json.array(list), { pretty = true })), "\n")
 end
 
-local function _validate(plan, secrets, limits, as_json)
-  local checks = secrets.check(plan, limits)
+local function _validate(plan, limits, as_json)
+  local checks = require("moat.secrets").check(plan, limits)
   local usable = {}
   local bad = 0
   for _, c in ipairs(checks) do
@@ -55,7 +57,7 @@ local function _validate(plan, secrets, limits, as_json)
   else
     for _, s in ipairs(plan.secrets) do
       io.stdout:write(("%-6s  %s  %s  %s\n"):format(usable[s.backend].ok and "valid" or "failed", s.name,
-        s.backend, require("moat.plan").show(s.ref)))
+        s.backend, text.show(s.ref)))
     end
     for _, c in ipairs(checks) do
       if not c.ok then
@@ -71,9 +73,7 @@ local function _validate(plan, secrets, limits, as_json)
   return 0
 end
 
-local function _resolve(plan, secrets, limits, as_json)
-  limits.progress = ui.progress
-  local res = secrets.resolve(plan, limits)
+local function _resolve(res, as_json)
   if as_json then
     local json = require("moat.c.json")
     local list = {}
@@ -86,15 +86,14 @@ local function _resolve(plan, secrets, limits, as_json)
     for _, r in ipairs(res.records) do
       io.stdout:write(("%-6s  %s  %s  %d ms\n"):format(r.ok and "ok" or "failed", r.name, r.backend, r.ms))
       if not r.ok then
-        io.stdout:write(("        %s: %s [%s]\n"):format(require("moat.plan").show(r.ref), r.reason, r.kind))
+        io.stdout:write(("        %s: %s [%s]\n"):format(text.show(r.ref), r.reason, r.kind))
         if r.fix then io.stdout:write("        fix: ", r.fix, "\n") end
       end
     end
   end
   -- res.values goes out of scope here: nothing prints or keeps it.
   if not res.ok then
-    ui.error(("%d of %d secret%s could not be resolved"):format(#res.failures, #res.records,
-      #res.records == 1 and "" or "s"))
+    ui.error(("%d of %s could not be resolved"):format(#res.failures, text.count(#res.records, "secret")))
     return exit.UNAVAILABLE
   end
   return 0
@@ -109,16 +108,16 @@ function M.main(argv, ctx)
   if not opts then cli.usage_error(ctx, pos) end
   if rest or #pos > 1 then cli.usage_error(ctx, "moat secrets check takes at most one DIR") end
   local limits = M.limits(ctx, opts)
-  local config = require("moat.config")
-  local plan_mod = require("moat.plan")
-  local secrets = require("moat.secrets")
-  local cfg = config.load(pos[1] or ".", opts.config)
-  require("moat.trust").activate(cfg.dir)
-  local plan = plan_mod.build(cfg, { secrets = opts.secret })
-  for _, w in ipairs(plan.warnings) do ui.warn(w) end
-  require("moat.policy").enforce(plan)
-  if opts.resolve then return _resolve(plan, secrets, limits, opts.json) end
-  return _validate(plan, secrets, limits, opts.json)
+  local s, err, kind = session.open({ dir = pos[1] or ".", config = opts.config, secrets = opts.secret,
+    jobs = limits.jobs, timeout = limits.timeout, version = ctx.version, audit = opts.resolve,
+    purpose = "check" })
+  if not s then exit.fail_kind(err, kind) end
+  if not opts.resolve then return _validate(s.plan, limits, opts.json) end
+  local res, rerr, rkind, failed = session.resolve(s)
+  if not res and not failed then exit.fail_kind(rerr, rkind) end
+  local fok, ferr = session.finish(s, { outcome = res and "checked" or "failed", exit = res and 0 or exit.UNAVAILABLE })
+  if not fok then exit.fail_kind(ferr, "audit") end
+  return _resolve(res or failed, opts.json)
 end
 
 return M

@@ -1,6 +1,10 @@
 -- The bubblewrap runtime: the host's root read-only in new namespaces, the workspace at /workspace,
 -- a fresh /tmp, /dev and /proc; values only in the environ it is exec'd with (never --setenv).
 -- The image is ignored: the sandbox runs the host's own programs.
+local proc = require("moat.proc")
+local runtime = require("moat.runtime")
+local text = require("moat.text")
+
 local M = {
   name = "bwrap",
   uses_image = false,
@@ -19,15 +23,9 @@ local FRESH = { proc = true, dev = true, tmp = true, workspace = true }
 -- Variables of moat's environment kept in the sandbox's environ (HOME is /tmp there).
 M.KEEP = { "TERM", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "USER", "LOGNAME", "NO_COLOR", "COLORTERM" }
 
-local function _fail(msg)
-  local exit = require("moat.exit")
-  exit.fail(exit.CONFIG, msg)
-end
-
 local function _path(what, s)
   if s == "" or s:sub(1, 1) ~= "/" or s:find("[%z\1-\31\127]") then
-    _fail(("%s '%s' must be an absolute path without control characters"):format(what,
-      (s:gsub("[%z\1-\31\127]", "?"))))
+    return nil, ("%s '%s' must be an absolute path without control characters"):format(what, text.show(s))
   end
   return s
 end
@@ -96,21 +94,6 @@ function M.private_dirs(environ)
   return out
 end
 
-local function _environ(spec)
-  local env = { PATH = M.DEFAULT_PATH, HOME = "/tmp" }
-  for _, k in ipairs(M.KEEP) do
-    local v = spec.environ and spec.environ[k]
-    if v then env[k] = v end
-  end
-  for _, v in ipairs(spec.vars or {}) do
-    if v.value ~= nil then env[v.name] = v.value end
-  end
-  local out = {}
-  for k, v in pairs(env) do out[#out + 1] = k .. "=" .. v end
-  table.sort(out)
-  return out, env.PATH
-end
-
 -- Returns true when `cmd` names a file the sandbox could execute (searched on `path`).
 function M.findable(cmd, path)
   local lfs = require("lfs")
@@ -119,15 +102,27 @@ function M.findable(cmd, path)
     if cmd:sub(1, 1) ~= "/" or cmd:match("^/workspace/") or cmd:match("^/tmp/") then return true end
     return lfs.attributes(cmd, "mode") ~= nil
   end
-  for dir in path:gmatch("[^:]+") do
-    local mode = lfs.attributes(dir .. "/" .. cmd, "mode")
-    if mode == "file" then return true end
-  end
-  return false
+  return proc.which(cmd, path) ~= nil
 end
 
--- Returns the launch for `spec` (see moat.runtime).
-function M.prepare(spec)
+-- Refuses a workspace or mount that is not an absolute path, and a command the sandbox cannot find.
+function M.validate(spec)
+  local ok, err = _path("workspace", spec.workspace)
+  for _, m in ipairs(spec.mounts or {}) do
+    if not ok then break end
+    ok, err = _path("mount", m.host)
+    if ok then ok, err = _path("mount", m.container) end
+  end
+  if not ok then return nil, err end
+  local cmd = (spec.command or { "sh" })[1]
+  if not M.findable(cmd, M.DEFAULT_PATH) then
+    return nil, cmd .. ": command not found in the sandbox (PATH=" .. M.DEFAULT_PATH .. ")", "not_found"
+  end
+  return true
+end
+
+-- Returns the launch for `spec` with `env` (see moat.runtime); validate(spec) has passed.
+function M.launch(spec, env)
   local argv = { "bwrap", "--die-with-parent", "--unshare-all" }
   local function add(...) for _, a in ipairs({ ... }) do argv[#argv + 1] = a end end
   if spec.network ~= "none" then add("--share-net") end
@@ -137,28 +132,21 @@ function M.prepare(spec)
   for _, a in ipairs(spec.root_args or M.root_args()) do add(a) end
   add("--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp")
   for _, d in ipairs(M.private_dirs(spec.environ)) do add("--tmpfs", d) end
-  add("--bind", _path("workspace", spec.workspace), "/workspace")
+  add("--bind", spec.workspace, "/workspace")
   for _, m in ipairs(spec.mounts or {}) do
-    add(m.ro and "--ro-bind" or "--bind", _path("mount", m.host), _path("mount", m.container))
+    add(m.ro and "--ro-bind" or "--bind", m.host, m.container)
   end
   add("--remount-ro", "/", "--chdir", "/workspace", "--")
-  local command = spec.command or { "sh" }
-  for _, a in ipairs(command) do add(a) end
-  local env, path = _environ(spec)
+  for _, a in ipairs(spec.command or { "sh" }) do add(a) end
   local notes = { "the image is ignored: bwrap runs the host's programs with the host's root read-only" }
   local c = spec.container or {}
   if c.memory or c.cpus then notes[#notes + 1] = "container.memory and container.cpus are not applied by bwrap" end
-  local missing
-  if not M.findable(command[1], path) then
-    missing = command[1] .. ": command not found in the sandbox (PATH=" .. path .. ")"
-  end
   return {
     argv = argv,
-    env = env,
+    env = runtime.environ(spec.environ, M.KEEP, { PATH = M.DEFAULT_PATH, HOME = "/tmp" }, env),
     group = not (spec.interactive and spec.tty),
     stdin = spec.interactive and true or nil,
     notes = notes,
-    not_found = missing,
   }
 end
 

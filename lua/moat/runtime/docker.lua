@@ -1,5 +1,7 @@
 -- The docker runtime (also serves podman through M.new("podman")): `<client> run --rm …` with every
 -- value only in the client's environ, named by `--env NAME` on its command line.
+local runtime = require("moat.runtime")
+
 local M = {}
 
 -- Variables of moat's environment the client may need itself (config, daemon address, proxies,
@@ -22,37 +24,16 @@ local function _keep(name)
 end
 
 -- Returns the client's environ (array of "K=V", sorted): the kept part of `environ` (a map)
--- plus `vars` ({name, value}; a nil value is left out, as in --dry-run).
-function M.client_environ(environ, vars)
-  local env = {}
-  for k, v in pairs(environ or {}) do
-    if _keep(k) then env[k] = v end
-  end
-  for _, v in ipairs(vars or {}) do
-    if v.value ~= nil then env[v.name] = v.value end
-  end
-  local out = {}
-  for k, v in pairs(env) do out[#out + 1] = k .. "=" .. v end
-  table.sort(out)
-  return out
+-- plus `env` (map NAME -> value; nil in --dry-run).
+function M.client_environ(environ, env)
+  return runtime.environ(environ, _keep, nil, env)
 end
 
-local function _fail(msg)
-  require("moat.exit").fail(require("moat.exit").CONFIG, msg)
-end
-
--- Refuses a value that could be read as an option or carries control characters.
-local function _arg(what, s)
-  if s == "" or s:sub(1, 1) == "-" or s:find("[%z\1-\31\127]") then
-    _fail(("%s '%s' must not be empty, start with '-' or contain control characters")
-      :format(what, (s:gsub("[%z\1-\31\127]", "?"))))
-  end
-  return s
-end
-
+-- Refuses a path that could be read as an option, carries control characters or a ':'.
 local function _path(what, s)
-  _arg(what, s)
-  if s:find(":", 1, true) then _fail(("%s '%s' must not contain ':'"):format(what, s)) end
+  local why = runtime.bad_arg(what, s)
+  if why then return nil, why end
+  if s:find(":", 1, true) then return nil, ("%s '%s' must not contain ':'"):format(what, s) end
   return s
 end
 
@@ -101,39 +82,64 @@ function M.new(client)
     return true
   end
 
-  -- Returns the launch for `spec` (see moat.runtime): argv, env, cleanup, signal.
-  function R.prepare(spec)
-    local name = R.container_name(spec.run_id)
+  -- Returns the client's argv for `spec` | nil, why when an argument is refused.
+  function R.argv(spec)
     local argv = { client, "run" }
     local function add(...) for _, a in ipairs({ ... }) do argv[#argv + 1] = a end end
     if not spec.keep then add("--rm") end
+    local name = R.container_name(spec.run_id)
     add("--name", name, "--label", "moat.run=" .. spec.run_id)
     -- An init as PID 1 passes signals on to the command and reaps its children. podman's
     -- default (catatonit) reports a command it cannot find as 1, tini as 127 like docker's.
     add("--init")
     if client == "podman" then
-      local tini = spec.tini or require("moat.runtime").which("tini-static")
+      local tini = spec.tini or require("moat.proc").which("tini-static")
       if tini then add("--init-path", tini) end
     end
-    add("-v", _path("workspace", spec.workspace) .. ":/workspace", "-w", "/workspace")
+    local ws, err = _path("workspace", spec.workspace)
+    if not ws then return nil, err end
+    add("-v", ws .. ":/workspace", "-w", "/workspace")
     if spec.interactive then
       add("-i")
       if spec.tty then add("-t") end
     end
-    if spec.network then add("--network", _arg("network", spec.network)) end
-    for _, m in ipairs(spec.mounts or {}) do
-      add("-v", _path("mount", m.host) .. ":" .. _path("mount", m.container) .. (m.ro and ":ro" or ""))
+    if spec.network then
+      err = runtime.bad_arg("network", spec.network)
+      if err then return nil, err end
+      add("--network", spec.network)
     end
-    local c = spec.container or {}
-    if c.memory then add("--memory", ("%dm"):format(c.memory)) end
-    if c.cpus then add("--cpus", tostring(c.cpus)) end
-    for _, v in ipairs(spec.vars or {}) do add("--env", v.name) end
-    add(_arg("image", spec.image))
+    for _, m in ipairs(spec.mounts or {}) do
+      local h, herr = _path("mount", m.host)
+      local c, cerr = _path("mount", m.container)
+      if not (h and c) then return nil, herr or cerr end
+      add("-v", h .. ":" .. c .. (m.ro and ":ro" or ""))
+    end
+    local lim = spec.container or {}
+    if lim.memory then add("--memory", ("%dm"):format(lim.memory)) end
+    if lim.cpus then add("--cpus", tostring(lim.cpus)) end
+    for _, n in ipairs(spec.names or {}) do add("--env", n) end
+    err = runtime.bad_arg("image", spec.image or "")
+    if err then return nil, err end
+    add(spec.image)
     for _, a in ipairs(spec.command or {}) do add(a) end
+    return argv
+  end
+
+  -- Refuses an image, mount, network or workspace that could be read as an option.
+  function R.validate(spec)
+    local argv, err = R.argv(spec)
+    if not argv then return nil, err end
+    return true
+  end
+
+  -- Returns the launch for `spec` with `env` (see moat.runtime): argv, env, cleanup, signal.
+  function R.launch(spec, env)
+    local argv = assert(R.argv(spec))
+    local name = R.container_name(spec.run_id)
     local tty = spec.interactive and spec.tty
     return {
       argv = argv,
-      env = M.client_environ(spec.environ, spec.vars),
+      env = M.client_environ(spec.environ, env),
       -- The client must own the terminal to read from it; otherwise it gets its own group.
       group = not tty,
       stdin = spec.interactive and true or nil,

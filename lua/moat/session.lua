@@ -1,0 +1,237 @@
+-- The pipeline that `run`, `run --dry-run` and `secrets check` share, in one direction:
+--   config -> trust -> plan -> policy -> runtime (validate) -> audit -> resolve -> launch -> wait
+-- Each step returns the session or nil, message, kind (see moat.exit.OF_KIND); commands map
+-- that to output and an exit code. Values live only in the session's `values` and in the
+-- launched child's environ.
+local exit = require("moat.exit")
+local ui = require("moat.ui")
+
+local M = {}
+
+local function _pfail(f, ...)
+  local ok, a, b, c = pcall(f, ...)
+  if ok then return a, b, c end
+  if exit.is_failure(a) then
+    for kind, code in pairs(exit.OF_KIND) do
+      if code == a.code then return nil, a.message, kind end
+    end
+  end
+  error(a, 0)
+end
+
+-- Calls `fn` on the audit run; an audit failure of any shape becomes nil, message, "audit".
+local function _audit(fn, ...)
+  local ok, a = pcall(fn, ...)
+  if ok then return a or true end
+  local msg = exit.is_failure(a) and a.message or tostring(a)
+  if not msg:find("^audit") then msg = "audit log: " .. msg end
+  return nil, msg, "audit"
+end
+
+-- Opens the audit run for `s` once; returns it | nil, message, "audit".
+local function _log(s)
+  if s.log then return s.log end
+  local p = s.plan
+  local log, err, kind = _audit(require("moat.auditlog").start, {
+    name = p.name, workspace = p.workspace, runtime = s.runtime and s.runtime.name or p.runtime,
+    image = s.runtime and s.runtime.uses_image == false and nil or p.image, command = p.command,
+    version = s.opts.version, profile = s.opts.profile, purpose = s.opts.purpose,
+  })
+  if not log then return nil, err, kind end
+  s.log = log
+  return log
+end
+
+local function _commit(s)
+  if s.log and s.log.commit then return _audit(s.log.commit, s.log) end
+  return true
+end
+
+-- Finishes the audit run (if one is open) with `fields`; returns true | nil, message, "audit".
+function M.finish(s, fields)
+  if not s.log or s.finished then return true end
+  s.finished = true
+  return _audit(s.log.finish, s.log, fields)
+end
+
+local function _fail(s, fields, msg, kind)
+  local ok, err = M.finish(s, fields)
+  if not ok then ui.error(err) end
+  return nil, msg, kind
+end
+
+-- Returns MOAT_NETWORK's network (none, host, a docker network) | nil, message.
+local function _network(environ)
+  local v = environ.MOAT_NETWORK
+  if v == nil or v == "" then return nil end
+  if not v:match("^[%w][%w_.-]*$") then return nil, "MOAT_NETWORK must be a network name such as none or host" end
+  return v
+end
+
+-- Applies the command-line options that override the plan (command, image, interactive).
+local function _apply(s, o, cfg)
+  local p = s.plan
+  if o.command then p.command = o.command end
+  if o.interactive then p.interactive = true end
+  if o.image then
+    p.image = o.image
+  elseif not p.image then
+    local img, warns = require("moat.images").pick(cfg.dependencies)
+    p.image = img
+    for _, w in ipairs(warns) do p.warnings[#p.warnings + 1] = w end
+  end
+  -- Policy scripts see the runtime that was asked for (auto-detection comes after them).
+  p.runtime = o.runtime or p.runtime or (s.environ.MOAT_RUNTIME ~= "" and s.environ.MOAT_RUNTIME) or nil
+end
+
+-- Loads the config of `o.dir`, enables its trusted workspace Lua and builds the plan.
+local function _load(s, o)
+  local cfg, err, kind = _pfail(require("moat.config").load, o.dir or ".", o.config)
+  if not cfg then return nil, err, kind end
+  local ok, terr = require("moat.trust").activate(cfg.dir)
+  if ok == nil then return nil, terr, "trust" end
+  local plan, plain, pkind = require("moat.plan").build(cfg, { secrets = o.secrets, env = o.env })
+  if not plan then return nil, plain, pkind end
+  s.plan, s.plain, s.cfg = plan, plain, cfg
+  _apply(s, o, cfg)
+  for _, w in ipairs(plan.warnings) do ui.warn(w) end
+  return s
+end
+
+-- Runs every policy script; a denial is recorded when the session is audited.
+local function _policy(s)
+  local policy = require("moat.policy")
+  local ok, denials = policy.check(s.plan)
+  if ok then return s end
+  if s.opts.audit then
+    local log, err, kind = _log(s)
+    if not log then return nil, err, kind end
+    local rec, rerr = _audit(log.record, log, "policy.denied", { denials = denials })
+    if not rec then return _fail(s, { outcome = "failed", kind = "audit", exit = exit.IOERR }, rerr, "audit") end
+    return _fail(s, { outcome = "denied", exit = exit.NOPERM }, policy.report(denials), "denied")
+  end
+  return nil, policy.report(denials), "denied"
+end
+
+-- Chooses the runtime and checks its arguments: nothing is fetched before they pass.
+local function _runtime(s, o)
+  local runtime = require("moat.runtime")
+  local rt, how, skipped = runtime.choose({ requested = o.runtime, config = s.cfg.runtime,
+    env = s.environ.MOAT_RUNTIME, image = s.plan.image })
+  if not rt then return nil, how, skipped end
+  for _, r in ipairs(skipped) do ui.debug(1, ("runtime %s skipped: %s"):format(r.name, r.reason)) end
+  ui.debug(1, ("runtime %s (%s)"):format(rt.name, how))
+  local network, nerr = _network(s.environ)
+  if nerr then return nil, nerr, "usage" end
+  local p = s.plan
+  local names = {}
+  for _, e in ipairs(p.env) do names[#names + 1] = e.name end
+  for _, e in ipairs(p.secrets) do names[#names + 1] = e.name end
+  local sys = require("moat.c.system")
+  s.runtime, s.how = rt, how
+  s.spec = {
+    run_id = require("moat.auditlog").new_id(), name = p.name, workspace = p.workspace, image = p.image,
+    command = p.command, interactive = p.interactive and true or false, tty = sys.isatty(0) and sys.isatty(1),
+    keep = o.keep and true or false, network = network, names = names, mounts = p.mounts,
+    container = p.container, environ = s.environ,
+  }
+  local ok, err, kind = rt.validate(s.spec)
+  -- A dry run shows a command that cannot be found rather than stopping at it.
+  if not ok and kind == "not_found" and o.dry_run then
+    s.notes = { err }
+  elseif not ok then
+    return nil, err, kind or "config"
+  end
+  return s
+end
+
+-- Opens a session: config, trust, plan, policy and (with o.launch) the runtime, validated.
+-- o: dir, config, secrets = {"NAME=REF"}, env = {"NAME=VALUE"}, runtime, image, command,
+-- interactive, keep, jobs, timeout, version, audit (record the run), launch (a runtime is
+-- needed), dry_run, purpose ("run" | "check"). Returns session | nil, message, kind.
+function M.open(o)
+  local s = { opts = o, environ = require("moat.c.system").environ() }
+  local ok, err, kind = _load(s, o)
+  if ok then ok, err, kind = _policy(s) end
+  if ok and o.launch then ok, err, kind = _runtime(s, o) end
+  if not ok then return nil, err, kind end
+  return s
+end
+
+-- Resolves every secret of the session, recording each outcome when audited.
+-- Returns res (see moat.secrets.resolve) | nil, message, kind.
+function M.resolve(s)
+  local secrets = require("moat.secrets")
+  local log, err, kind
+  if s.opts.audit then
+    log, err, kind = _log(s)
+    if not log then return nil, err, kind end
+  end
+  local res = secrets.resolve(s.plan, { plain = s.plain, jobs = s.opts.jobs, timeout = s.opts.timeout,
+    progress = ui.progress })
+  for _, rec in ipairs(log and res.records or {}) do
+    local ok, rerr = _audit(log.record, log, rec.ok and "secret.resolved" or "secret.failed", rec)
+    if not ok then return _fail(s, { outcome = "failed", kind = "audit", exit = exit.IOERR }, rerr, "audit") end
+  end
+  if not res.ok then
+    local msg = secrets.report(res.failures)
+    _fail(s, { outcome = "failed", kind = "secrets", exit = exit.UNAVAILABLE })
+    return nil, msg, "secrets", res
+  end
+  s.values = res.values
+  return res
+end
+
+-- Returns the launch of a resolved session (or, without values, the argv a dry run shows).
+function M.launch_of(s)
+  local env
+  if s.values then
+    env = {}
+    for _, e in ipairs(s.plan.env) do env[e.name] = e.value end
+    for name, v in pairs(s.values) do env[name] = v end
+  end
+  return s.runtime.launch(s.spec, env)
+end
+
+-- Returns the values to mask in the command's output.
+local function _mask_values(s)
+  local list = {}
+  for _, e in ipairs(s.plan.secrets) do
+    local v = s.values[e.name]
+    if v and v ~= "" then list[#list + 1] = v end
+  end
+  return list
+end
+
+-- Launches the resolved session and waits for it. hooks: mask_stdout, mask_stderr, on_signal.
+-- The launch intent is recorded (durably) before anything is spawned. Returns the supervisor's
+-- result (status, code, signal, ms) | nil, message, kind.
+function M.run(s, hooks)
+  local rt, p = s.runtime, s.plan
+  local launch = M.launch_of(s)
+  local ok, err = _audit(s.log.record, s.log, "container.started", { runtime = rt.name,
+    image = rt.uses_image ~= false and p.image or nil, container = launch.container })
+  if ok then ok, err = _commit(s) end
+  if not ok then return _fail(s, { outcome = "failed", kind = "audit", exit = exit.IOERR }, err, "audit") end
+  io.stdout:flush()
+  local r, serr, errno = require("moat.supervise").run(launch, {
+    mask = _mask_values(s), mask_stdout = hooks.mask_stdout, mask_stderr = hooks.mask_stderr,
+    on_signal = hooks.on_signal,
+  })
+  if not r then
+    -- Only the host runtime execs the command itself; for it, behave like a shell.
+    local status = rt.name == "host" and (errno == 13 and 126 or 127) or exit.UNAVAILABLE
+    local msg = ("cannot start %s: %s"):format(rt.name, serr)
+    local _, ferr = M.finish(s, { outcome = "failed", kind = "launch", exit = status })
+    if ferr then ui.error(ferr) end
+    return nil, msg, status
+  end
+  -- The command has run: a failing audit write is reported but does not replace its status.
+  local wrote, werr = _audit(s.log.record, s.log, "container.exited",
+    { status = r.status, code = r.code, signal = r.signal, ms = r.ms })
+  if wrote then wrote, werr = M.finish(s, { outcome = "exited", exit = r.status, ms = r.ms }) end
+  if not wrote then ui.error(werr) end
+  return r
+end
+
+return M
