@@ -83,8 +83,7 @@ function M.run_failure(r, prog, timeout_s)
   end
   if r.signal then
     local name = r.signal
-    local ok, cproc = pcall(require, "moat.c.proc")
-    if ok and type(r.signal) == "number" then name = cproc.signame(r.signal) or r.signal end
+    if type(r.signal) == "number" then name = require("moat.c.signal").name(r.signal) or r.signal end
     return { kind = "backend_error", reason = ("%s was killed by signal %s"):format(prog, tostring(name)),
       fix = ("run %s on its own to see why it dies"):format(prog) }
   end

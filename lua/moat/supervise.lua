@@ -1,6 +1,7 @@
 -- Supervising a launch in the foreground: spawn the runtime client, relay (and mask) its output,
 -- forward INT/TERM/HUP, force a stop on a second signal, clean up, return its status.
 local proc = require("moat.c.proc")
+local signal = require("moat.c.signal")
 
 local M = {}
 
@@ -19,7 +20,7 @@ end
 -- Returns moat's exit status for a result: the code, or 128+N for a command killed by signal N.
 function M.status(r)
   if r.signal then
-    return 128 + (math.type(r.signal) == "integer" and r.signal or proc.signum(r.signal))
+    return 128 + (math.type(r.signal) == "integer" and r.signal or signal.number(r.signal))
   end
   return r.code
 end
@@ -55,7 +56,7 @@ function M.run(launch, opts)
   local write_out = opts.stdout or _writer(io.stdout)
   local write_err = opts.stderr or _writer(io.stderr)
   local caught = { "INT", "TERM", "HUP" }
-  proc.catch_signals(caught)
+  signal.catch(caught)
   local started = _now()
   local p, err, errno = proc.spawn(launch.argv, {
     env = launch.env, cwd = launch.cwd, stdin = launch.stdin,
@@ -63,7 +64,7 @@ function M.run(launch, opts)
     stream = stream or nil, cap = stream and M.CAP or nil, group = launch.group ~= false,
   })
   if not p then
-    proc.restore_signals()
+    signal.restore()
     return nil, err, errno
   end
   if opts.on_start then
@@ -74,7 +75,7 @@ function M.run(launch, opts)
       p:kill("KILL")
       if launch.cleanup then _quiet(launch.cleanup, launch.env) end
       p:close()
-      proc.restore_signals()
+      signal.restore()
       error(e, 0)
     end
   end
@@ -108,8 +109,8 @@ function M.run(launch, opts)
     if deadline then wait = math.max(0, math.min(wait, deadline - _now())) end
     proc.wait({ p }, wait)
     relay()
-    for _, num in ipairs(proc.pending_signals()) do
-      local name = proc.signame(num) or tostring(num)
+    for _, num in ipairs(signal.pending()) do
+      local name = signal.name(num) or tostring(num)
       signals[#signals + 1] = name
       if opts.on_signal then opts.on_signal(name, #signals) end
       if p:done() then break end
@@ -128,7 +129,7 @@ function M.run(launch, opts)
   if maskers.err then write_err(maskers.err:finish()) end
   local r = p:result()
   p:close()
-  proc.restore_signals()
+  signal.restore()
   -- A client that died by a signal may leave its container running; remove it by name.
   if not forced and launch.cleanup and (r.signal or #signals > 0) then _quiet(launch.cleanup, launch.env) end
   return {
