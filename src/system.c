@@ -1,5 +1,6 @@
 /* moat.c.system: hashing, randomness, clocks, process hardening, the audit log's durable
- * append, atomic file replacement and Ed25519 signatures. Mechanisms only. */
+ * append, atomic file replacement, Ed25519 signatures, hex and base64 (libsodium's).
+ * Mechanisms only. */
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -24,12 +25,16 @@ typedef struct {
     int fd;
 } Log;
 
+/* Hex goes through scratch memory that is wiped after the copy: to_hex also writes keys. */
 static void push_hex(lua_State *L, const unsigned char *bin, size_t len)
 {
-    luaL_Buffer b;
-    char *p = luaL_buffinitsize(L, &b, 2 * len + 1);
-    sodium_bin2hex(p, 2 * len + 1, bin, len);
-    luaL_pushresultsize(&b, 2 * len);
+    luaL_argcheck(L, len < ((size_t)-1 - 1) / 2, 1, "too long");
+    size_t cap = 2 * len + 1;
+    char *hex = lua_newuserdatauv(L, cap, 0);
+    sodium_bin2hex(hex, cap, bin, len);
+    lua_pushlstring(L, hex, 2 * len);
+    sodium_memzero(hex, cap);
+    lua_remove(L, -2);
 }
 
 static int l_sha256(lua_State *L)
@@ -108,16 +113,6 @@ static int l_harden(lua_State *L)
         return moat_fail(L, "setrlimit(RLIMIT_CORE)", errno);
     umask(077);
     lua_pushboolean(L, 1);
-    return 1;
-}
-
-/* system.dumpable() -> bool: whether this process may dump core or be attached to */
-static int l_dumpable(lua_State *L)
-{
-    int d = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
-    if (d < 0)
-        return moat_fail(L, "prctl(PR_GET_DUMPABLE)", errno);
-    lua_pushboolean(L, d != 0);
     return 1;
 }
 
@@ -411,26 +406,6 @@ static int m_tostring(lua_State *L)
     return 1;
 }
 
-static int l_append_line(lua_State *L)
-{
-    const char *path = luaL_checkstring(L, 1);
-    size_t len;
-    const char *line = luaL_checklstring(L, 2, &len);
-    check_line(L, 2, line, len);
-    int fd = log_open(path);
-    if (fd < 0)
-        return moat_fail(L, lua_pushfstring(L, "open %s", path), -fd);
-    const char *what = "lock";
-    int err = log_lock(fd);
-    if (!err)
-        err = log_append(fd, line, len, &what);
-    close(fd);
-    if (err)
-        return moat_fail(L, what, err);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
 static int write_all(int fd, const char *data, size_t len)
 {
     while (len > 0) {
@@ -552,44 +527,67 @@ static int l_to_hex(lua_State *L)
     return 1;
 }
 
-static int hex_digit(char c)
+/* Pushes the first len bytes of scratch (a userdata on top, cap bytes) in its place and wipes
+ * it: decoded hex and base64 are keys and secret values. */
+static void push_scratch(lua_State *L, unsigned char *scratch, size_t cap, size_t len)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    lua_pushlstring(L, (const char *)scratch, len);
+    sodium_memzero(scratch, cap);
+    lua_remove(L, -2);
 }
 
+/* system.from_hex(text) -> bytes | nil, msg: upper or lower case, nothing else allowed */
 static int l_from_hex(lua_State *L)
 {
-    size_t len;
+    size_t len, n = 0;
     const char *hex = luaL_checklstring(L, 1, &len);
     if (len % 2 != 0)
         return moat_fail(L, "from_hex: odd number of digits", 0);
-    luaL_Buffer b;
-    char *p = luaL_buffinitsize(L, &b, len / 2);
-    for (size_t i = 0; i < len; i += 2) {
-        int hi = hex_digit(hex[i]), lo = hex_digit(hex[i + 1]);
-        if (hi < 0 || lo < 0)
-            return moat_fail(L, "from_hex: not a hex digit", 0);
-        p[i / 2] = (char)(hi << 4 | lo);
+    size_t cap = len / 2 + 1;
+    unsigned char *bin = lua_newuserdatauv(L, cap, 0);
+    if (sodium_hex2bin(bin, cap, hex, len, NULL, &n, NULL) != 0) {
+        sodium_memzero(bin, cap);
+        return moat_fail(L, "from_hex: not a hex digit", 0);
     }
-    luaL_pushresultsize(&b, len / 2);
+    push_scratch(L, bin, cap, n);
     return 1;
 }
 
-static int l_base64(lua_State *L)
+static const char *const b64_names[] = { "original", "original_nopad", "urlsafe", "urlsafe_nopad", NULL };
+static const int b64_variants[] = {
+    sodium_base64_VARIANT_ORIGINAL, sodium_base64_VARIANT_ORIGINAL_NO_PADDING,
+    sodium_base64_VARIANT_URLSAFE, sodium_base64_VARIANT_URLSAFE_NO_PADDING,
+};
+
+/* system.base64_encode(bytes[, variant]) -> text; variant is "original" (RFC 4648 section 4,
+ * the default), "urlsafe" (section 5), or either with "_nopad" (no "=" padding). */
+static int l_base64_encode(lua_State *L)
 {
     size_t len;
     const char *bin = luaL_checklstring(L, 1, &len);
-    size_t cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
-    luaL_Buffer b;
-    char *p = luaL_buffinitsize(L, &b, cap);
-    sodium_bin2base64(p, cap, (const unsigned char *)bin, len, sodium_base64_VARIANT_ORIGINAL);
-    luaL_pushresultsize(&b, cap - 1);
+    int variant = b64_variants[luaL_checkoption(L, 2, "original", b64_names)];
+    luaL_argcheck(L, len < ((size_t)-1 - 3) / 4 * 3, 1, "too long");
+    size_t cap = sodium_base64_ENCODED_LEN(len, variant);
+    unsigned char *out = lua_newuserdatauv(L, cap, 0);
+    sodium_bin2base64((char *)out, cap, (const unsigned char *)bin, len, variant);
+    push_scratch(L, out, cap, strlen((const char *)out));
+    return 1;
+}
+
+/* system.base64_decode(text[, variant]) -> bytes | nil, msg: the whole text must be base64
+ * of that variant (see base64_encode), with no spaces or line breaks. */
+static int l_base64_decode(lua_State *L)
+{
+    size_t len, n = 0;
+    const char *text = luaL_checklstring(L, 1, &len);
+    int variant = b64_variants[luaL_checkoption(L, 2, "original", b64_names)];
+    size_t cap = len / 4 * 3 + 3;
+    unsigned char *bin = lua_newuserdatauv(L, cap, 0);
+    if (sodium_base642bin(bin, cap, text, len, NULL, &n, NULL, variant) != 0) {
+        sodium_memzero(bin, cap);
+        return moat_fail(L, "base64_decode: not valid base64", 0);
+    }
+    push_scratch(L, bin, cap, n);
     return 1;
 }
 
@@ -617,7 +615,6 @@ static const luaL_Reg funcs[] = {
     { "monotonic_ms", l_monotonic_ms },
     { "isatty", l_isatty },
     { "harden", l_harden },
-    { "dumpable", l_dumpable },
     { "environ", l_environ },
     { "getpid", l_getpid },
     { "getuid", l_getuid },
@@ -625,14 +622,14 @@ static const luaL_Reg funcs[] = {
     { "fsync_dir", l_fsync_dir },
     { "mkdir", l_mkdir },
     { "open_log", l_open_log },
-    { "append_line", l_append_line },
     { "write_file", l_write_file },
     { "sign_keypair", l_sign_keypair },
     { "sign", l_sign },
     { "sign_verify", l_sign_verify },
     { "to_hex", l_to_hex },
     { "from_hex", l_from_hex },
-    { "base64", l_base64 },
+    { "base64_encode", l_base64_encode },
+    { "base64_decode", l_base64_decode },
     { NULL, NULL }
 };
 

@@ -63,33 +63,6 @@ function M.parse(ref)
   return { region = region, id = id, key = key }
 end
 
-local _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-local _B64_INDEX = {}
-for i = 1, #_B64 do _B64_INDEX[_B64:byte(i)] = i - 1 end
-
--- Decodes standard base64 (as the CLI prints SecretBinary); returns bytes | nil.
-local function _unbase64(s)
-  s = s:gsub("%s", "")
-  if #s % 4 ~= 0 then return nil end
-  local out, n = {}, 0
-  for i = 1, #s, 4 do
-    local a, b, c, d = s:byte(i, i + 3)
-    local va, vb = _B64_INDEX[a], _B64_INDEX[b]
-    local vc, vd = c ~= 61 and _B64_INDEX[c] or 0, d ~= 61 and _B64_INDEX[d] or 0
-    if not (va and vb and vc and vd) then return nil end
-    local v = (va << 18) | (vb << 12) | (vc << 6) | vd
-    n = n + 1
-    if c == 61 then
-      out[n] = string.char(v >> 16)
-    elseif d == 61 then
-      out[n] = string.char(v >> 16, (v >> 8) & 255)
-    else
-      out[n] = string.char(v >> 16, (v >> 8) & 255, v & 255)
-    end
-  end
-  return table.concat(out)
-end
-
 local function _argv(op, region, ...)
   local argv = { "aws", "secretsmanager", op, ... }
   argv[#argv + 1] = "--output"
@@ -115,7 +88,8 @@ end
 local function _payload(entry)
   if type(entry.SecretString) == "string" then return entry.SecretString end
   if type(entry.SecretBinary) == "string" then
-    local bytes = _unbase64(entry.SecretBinary)
+    -- The CLI prints SecretBinary as standard base64; line breaks, if any, are not part of it.
+    local bytes = require("moat.c.system").base64_decode((entry.SecretBinary:gsub("%s", "")))
     if bytes then return bytes end
   end
   return nil, { kind = "invalid", reason = "the secret has neither SecretString nor SecretBinary",
