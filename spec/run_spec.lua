@@ -191,7 +191,7 @@ describe("moat run (host runtime)", function()
     local code, out, err = moat({ "run", ws, "--runtime", "host", "--", "sh", "-c", script })
     assert.equal(0, code, err)
     assert.is_nil(out:find(TOKEN, 1, true))
-    assert.is_nil(out:find(sys.base64(TOKEN), 1, true))
+    assert.is_nil(out:find(sys.base64_encode(TOKEN), 1, true))
     assert.is_nil(err:find(TOKEN, 1, true))
     assert.matches("a:<concealed by moat>\n", out, 1, true)
     assert.matches("e:<concealed by moat>\n", err, 1, true)
@@ -244,12 +244,12 @@ describe("moat run (host runtime)", function()
   end)
 end)
 
-describe("moat.run.foreground", function()
+describe("moat.supervise.run", function()
   it("kills the client and runs the cleanup when recording the start fails", function()
-    local run = require("moat.run")
+    local supervise = require("moat.supervise")
     local marker = os.tmpname()
     os.remove(marker)
-    local ok, err = pcall(run.foreground, { argv = { "sleep", "31.7" }, cleanup = { "touch", marker } }, {
+    local ok, err = pcall(supervise.run, { argv = { "sleep", "31.7" }, cleanup = { "touch", marker } }, {
       on_start = function() error("audit log: No space left on device", 0) end,
     })
     assert.is_false(ok)
@@ -269,14 +269,14 @@ describe("moat.run.foreground", function()
     assert.is_true(gone)
   end)
 
-  local run = require("moat.run")
+  local supervise = require("moat.supervise")
   local secret = "abcdef-secret-123456"
 
   local function collect(launch, opts)
     local out, err = {}, {}
     opts.stdout = function(d) out[#out + 1] = d end
     opts.stderr = function(d) err[#err + 1] = d end
-    local r = assert(run.foreground(launch, opts))
+    local r = assert(supervise.run(launch, opts))
     return r, table.concat(out), table.concat(err)
   end
 
@@ -301,9 +301,9 @@ describe("moat.run.foreground", function()
   end)
 
   it("turns a signal death into 128+N", function()
-    assert.equal(130, run.status({ signal = 2 }))
-    assert.equal(3, run.status({ code = 3 }))
-    local r = assert(run.foreground(sh("kill -USR1 $$"), {}))
+    assert.equal(130, supervise.status({ signal = 2 }))
+    assert.equal(3, supervise.status({ code = 3 }))
+    local r = assert(supervise.run(sh("kill -USR1 $$"), {}))
     assert.equal(128 + require("moat.c.signal").number("USR1"), r.status)
   end)
 
@@ -313,7 +313,7 @@ describe("moat.run.foreground", function()
     local launch = sh("trap '' TERM; touch " .. marker .. ".ready; while :; do sleep 0.1; done")
     launch.cleanup = { "touch", marker }
     local co_pid
-    local r = assert(run.foreground(launch, {
+    local r = assert(supervise.run(launch, {
       grace_ms = 300,
       on_start = function(pid)
         co_pid = pid
@@ -332,7 +332,7 @@ describe("moat.run.foreground", function()
   end)
 
   it("reports a client that cannot start", function()
-    local r, msg = run.foreground({ argv = { "/nonexistent/client" }, env = {} }, {})
+    local r, msg = supervise.run({ argv = { "/nonexistent/client" }, env = {} }, {})
     assert.is_nil(r)
     assert.is_string(msg)
   end)

@@ -33,12 +33,31 @@ local function has_seq(list, want)
   return false
 end
 
-local function failure(f)
+-- The runtime contract in one call, as moat.session uses it: validate(spec), then
+-- launch(spec, env). A refusal raises { message, kind }; a command that cannot be found
+-- comes back as launch.not_found.
+local function prepare(mod, s)
+  local names, env = {}, {}
+  for _, v in ipairs(s.vars or {}) do
+    names[#names + 1] = v.name
+    env[v.name] = v.value
+  end
+  s.names = names
+  local ok, err, kind = mod.validate(s)
+  if not ok and kind ~= "not_found" then error({ message = err, kind = kind }, 0) end
+  local launch = mod.launch(s, env)
+  launch.not_found = not ok and err or nil
+  return launch
+end
+
+-- Calls `f` expecting a refusal from prepare; returns it.
+local function refused(f)
   local ok, e = pcall(f)
   assert.is_false(ok)
-  assert.is_true(exit.is_failure(e), tostring(e))
+  assert.is_table(e, tostring(e))
   return e
 end
+
 
 local function env_map(list)
   local m = {}
@@ -51,7 +70,7 @@ end
 
 describe("moat.runtime.docker", function()
   it("builds run --rm --name --label -v -w --env NAME … IMAGE CMD with no value in argv", function()
-    local l = docker.prepare(spec())
+    local l = prepare(docker, spec())
     local a = l.argv
     assert.same({ "docker", "run", "--rm", "--name", "moat-20261128T124533.123Z-1a2b3c4d", "--label",
       "moat.run=20261128T124533.123Z-1a2b3c4d" }, { table.unpack(a, 1, 7) })
@@ -74,7 +93,7 @@ describe("moat.runtime.docker", function()
   end)
 
   it("puts values only in the client's environ, which keeps what the client needs and drops the rest", function()
-    local e = env_map(docker.prepare(spec()).env)
+    local e = env_map(prepare(docker, spec()).env)
     assert.equal("s3cret value\nline 2", e.TOKEN)
     assert.equal("plain value", e.PLAIN)
     assert.equal("unix:///x.sock", e.DOCKER_HOST)
@@ -86,7 +105,7 @@ describe("moat.runtime.docker", function()
   end)
 
   it("handles -i, -t, --keep, network, mounts and resource limits", function()
-    local l = docker.prepare(spec({ interactive = true, tty = true, keep = true, network = "none",
+    local l = prepare(docker, spec({ interactive = true, tty = true, keep = true, network = "none",
       mounts = { { host = "/data", container = "/data", ro = true }, { host = "/c", container = "/cache" } },
       container = { memory = 512, cpus = 1.5 } }))
     local a = l.argv
@@ -103,21 +122,21 @@ describe("moat.runtime.docker", function()
     assert.same({ "docker", "kill", "--signal", "INT", l.container }, l.signal("INT"))
     assert.same({ "docker", "kill", l.container }, l.cleanup)
     -- -i without a terminal: no -t.
-    a = docker.prepare(spec({ interactive = true, tty = false })).argv
+    a = prepare(docker, spec({ interactive = true, tty = false })).argv
     assert.truthy(index(a, "-i"))
     assert.is_nil(index(a, "-t"))
   end)
 
   it("refuses an image, mount or workspace that could be read as an option", function()
-    assert.matches("must not", failure(function() docker.prepare(spec({ image = "--privileged" })) end).message)
-    assert.matches("control", failure(function() docker.prepare(spec({ image = "busy\nbox" })) end).message)
-    failure(function() docker.prepare(spec({ mounts = { { host = "-v", container = "/x" } } })) end)
-    failure(function() docker.prepare(spec({ workspace = "/a:b" })) end)
-    failure(function() docker.prepare(spec({ network = "-x" })) end)
+    assert.matches("must not", refused(function() prepare(docker, spec({ image = "--privileged" })) end).message)
+    assert.matches("control", refused(function() prepare(docker, spec({ image = "busy\nbox" })) end).message)
+    refused(function() prepare(docker, spec({ mounts = { { host = "-v", container = "/x" } } })) end)
+    refused(function() prepare(docker, spec({ workspace = "/a:b" })) end)
+    refused(function() prepare(docker, spec({ network = "-x" })) end)
   end)
 
   it("serves podman with the same command line", function()
-    local a = podman.prepare(spec({ tini = "/usr/bin/tini-static" })).argv
+    local a = prepare(podman, spec({ tini = "/usr/bin/tini-static" })).argv
     assert.equal("podman", a[1])
     assert.equal("--rm", a[3])
     assert.equal("/usr/bin/tini-static", a[index(a, "--init-path") + 1])
@@ -158,7 +177,7 @@ describe("moat.runtime.bwrap", function()
     assert(require("lfs").mkdir(mh))
     local dirs = bwrap.private_dirs({ MOAT_HOME = mh, HOME = "/root", XDG_CONFIG_HOME = "/usr/share" })
     assert.same({ mh }, dirs)
-    local l = bwrap.prepare({ run_id = "r", workspace = "/tmp", command = { "true" }, vars = {}, mounts = {},
+    local l = prepare(bwrap, { run_id = "r", workspace = "/tmp", command = { "true" }, vars = {}, mounts = {},
       environ = { MOAT_HOME = mh } })
     local found = false
     for i, a in ipairs(l.argv) do
@@ -169,7 +188,7 @@ describe("moat.runtime.bwrap", function()
   end)
 
   it("binds the host read-only, the workspace at /workspace, and never uses --setenv", function()
-    local l = bwrap.prepare(spec())
+    local l = prepare(bwrap, spec())
     local a = l.argv
     assert.equal("bwrap", a[1])
     for _, f in ipairs({ "--die-with-parent", "--unshare-all", "--share-net", "--new-session" }) do
@@ -190,7 +209,7 @@ describe("moat.runtime.bwrap", function()
   end)
 
   it("builds the environ from scratch", function()
-    local e = env_map(bwrap.prepare(spec()).env)
+    local e = env_map(prepare(bwrap, spec()).env)
     assert.equal("s3cret value\nline 2", e.TOKEN)
     assert.equal("/tmp", e.HOME)
     assert.equal(bwrap.DEFAULT_PATH, e.PATH)
@@ -201,7 +220,7 @@ describe("moat.runtime.bwrap", function()
   end)
 
   it("hides homes and /run, keeps the network unless MOAT_NETWORK=none, and keeps the TTY when interactive", function()
-    local a = bwrap.prepare(spec({ network = "none", interactive = true, tty = true })).argv
+    local a = prepare(bwrap, spec({ network = "none", interactive = true, tty = true })).argv
     assert.is_nil(index(a, "--share-net"))
     assert.is_nil(index(a, "--new-session"))
     local root = bwrap.root_args("/")
@@ -214,16 +233,16 @@ describe("moat.runtime.bwrap", function()
   end)
 
   it("reports a command that the sandbox cannot find", function()
-    assert.is_nil(bwrap.prepare(spec()).not_found)
-    local l = bwrap.prepare(spec({ command = { "no-such-command-anywhere" } }))
+    assert.is_nil(prepare(bwrap, spec()).not_found)
+    local l = prepare(bwrap, spec({ command = { "no-such-command-anywhere" } }))
     assert.matches("no%-such%-command%-anywhere: command not found", l.not_found)
-    assert.is_nil(bwrap.prepare(spec({ command = { "/workspace/run.sh" } })).not_found)
+    assert.is_nil(prepare(bwrap, spec({ command = { "/workspace/run.sh" } })).not_found)
   end)
 end)
 
 describe("moat.runtime.host", function()
   it("runs the command itself in the workspace with an environ built from scratch", function()
-    local l = host.prepare(spec({ workspace = "/tmp" }))
+    local l = prepare(host, spec({ workspace = "/tmp" }))
     assert.equal("/tmp", l.cwd)
     assert.matches("/sh$", l.argv[1])
     assert.same({ "-c", "echo hi" }, { l.argv[2], l.argv[3] })
@@ -233,7 +252,7 @@ describe("moat.runtime.host", function()
     assert.equal("/usr/bin:/bin", e.PATH)
     assert.is_nil(e.DOCKER_HOST)
     assert.is_nil(e.SECRET_SAUCE)
-    assert.matches("no%-such: command not found", host.prepare(spec({ command = { "no-such" } })).not_found)
+    assert.matches("no%-such: command not found", prepare(host, spec({ command = { "no-such" } })).not_found)
   end)
 end)
 
@@ -267,20 +286,22 @@ describe("moat.runtime", function()
     assert.equal("docker", mod.name)
   end)
 
-  it("fails with 69 and install hints when nothing is usable", function()
-    local e = failure(function()
-      runtime.choose({ run = function() return nil end })
-    end)
-    assert.equal(69, e.code)
-    assert.matches("no usable runtime", e.message)
-    assert.matches("apt-get install bubblewrap", e.message, 1, true)
-    assert.matches("docker.io", e.message, 1, true)
-    assert.matches("--runtime host", e.message, 1, true)
+  it("fails as unavailable (exit 69) with install hints when nothing is usable", function()
+    local mod, msg, kind = runtime.choose({ run = function() return nil end })
+    assert.is_nil(mod)
+    assert.equal(69, exit.OF_KIND[kind])
+    assert.matches("no usable runtime", msg)
+    assert.matches("apt-get install bubblewrap", msg, 1, true)
+    assert.matches("docker.io", msg, 1, true)
+    assert.matches("--runtime host", msg, 1, true)
   end)
 
-  it("refuses unknown runtimes with a usage error", function()
-    assert.equal(64, failure(function() runtime.load("nope") end).code)
-    assert.equal(64, failure(function() runtime.load("../x") end).code)
+  it("refuses unknown runtimes as a usage error (exit 64)", function()
+    assert.matches("no runtime 'nope'", select(2, runtime.load("nope")), 1, true)
+    assert.matches("not a runtime name", select(2, runtime.load("../x")), 1, true)
+    local mod, _, kind = runtime.choose({ requested = "nope" })
+    assert.is_nil(mod)
+    assert.equal(64, exit.OF_KIND[kind])
   end)
 end)
 

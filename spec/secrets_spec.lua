@@ -46,9 +46,20 @@ return M
 
 local dir, state
 
+-- Plans as moat.session holds them: the plan, with its plain values beside it.
+local plain_of = setmetatable({}, { __mode = "k" })
+
 local function make_plan(lines, extra)
   local cfg = assert(config.parse("secrets:\n" .. lines, "moat.yaml", "/work/space"))
-  return plan_mod.build(cfg, extra)
+  local p, plain = assert(plan_mod.build(cfg, extra))
+  plain_of[p] = plain
+  return p
+end
+
+local function resolve(p, opts)
+  opts = opts or {}
+  opts.plain = plain_of[p]
+  return secrets.resolve(p, opts)
 end
 
 local function env_with(extra)
@@ -78,7 +89,7 @@ describe("moat.secrets", function()
   it("resolves, dedupes identical references and keeps records free of values", function()
     state.actions = { a = "value-a", b = " spaced =\"quoted\"\n\nlines\n" }
     local p = make_plan("  A: tmem://a\n  B: tmem://b\n  A2: tmem://a\n  P: plain-value-here\n")
-    local res = secrets.resolve(p)
+    local res = resolve(p)
     assert.is_true(res.ok)
     assert.same({ A = "value-a", B = " spaced =\"quoted\"\n\nlines\n", A2 = "value-a", P = "plain-value-here" },
       res.values)
@@ -98,7 +109,7 @@ describe("moat.secrets", function()
     local max = string.rep("x", 128 * 1024)
     state.actions = { nul = "a\0b", big = max .. "y", max = max }
     local p = make_plan("  NUL: tmem://nul\n  BIG: tmem://big\n  MAX: tmem://max\n  PLAINBIG: " .. max .. "z\n")
-    local res = secrets.resolve(p)
+    local res = resolve(p)
     assert.is_false(res.ok)
     assert.equal(max, res.values.MAX)
     assert.is_nil(res.values.NUL)
@@ -122,7 +133,7 @@ describe("moat.secrets", function()
     local p = make_plan("  G: tmem://good\n  NF: tmem://nf\n  S: tmem://silent\n  R: tmemb://boom\n  R2: tmemb://ok\n")
     state.actions.boom = { raise = "exploded fine-value" }
     state.actions.ok = "never-reached"
-    local res = secrets.resolve(p)
+    local res = resolve(p)
     assert.is_false(res.ok)
     assert.equal("fine-value", res.values.G)
     local by = {}
@@ -151,7 +162,7 @@ describe("moat.secrets", function()
     }
     local p = make_plan("  GOOD: tmem://good\n  LEAKY: tmem://leaky\n  PLAIN: plain-secret-xyz\n")
     state.actions.leaky.stdin = "a-resolved-value and plain-secret-xyz"
-    local res = secrets.resolve(p, { env = env_with() })
+    local res = resolve(p, { env = env_with() })
     assert.is_false(res.ok)
     local f = res.failures[1]
     assert.equal("LEAKY", f.name)
@@ -182,7 +193,7 @@ describe("moat.secrets", function()
     }
     local p = make_plan("  HANG: tmem://hang\n  HELD: tmemb://held\n")
     local t0 = os.time()
-    local res = secrets.resolve(p, { timeout = 1, env = env_with() })
+    local res = resolve(p, { timeout = 1, env = env_with() })
     assert.is_true(os.time() - t0 < 20)
     assert.is_false(res.ok)
     assert.equal(2, #res.failures)
@@ -197,7 +208,7 @@ describe("moat.secrets", function()
   it("does not wait for a grandchild that holds stdout after the program exits; kills it", function()
     state.actions = { held = { run = { FIX .. "/grandchild", HELD_S } } }
     local t0 = os.time()
-    local res = secrets.resolve(make_plan("  HELD: tmem://held\n"), { timeout = 30, env = env_with() })
+    local res = resolve(make_plan("  HELD: tmem://held\n"), { timeout = 30, env = env_with() })
     assert.is_true(os.time() - t0 < 20)
     assert.is_true(res.ok)
     assert.equal("started\n", res.values.HELD)
@@ -206,7 +217,7 @@ describe("moat.secrets", function()
 
   it("kills a flooding backend program at the output cap", function()
     state.actions = { flood = { run = { "yes", "flood" } } }
-    local res = secrets.resolve(make_plan("  FLOOD: tmem://flood\n"), { env = env_with() })
+    local res = resolve(make_plan("  FLOOD: tmem://flood\n"), { env = env_with() })
     assert.is_false(res.ok)
     assert.equal("output_limit", res.failures[1].kind)
     assert.matches("printed more than 16 MiB", res.failures[1].reason, 1, true)
@@ -214,7 +225,7 @@ describe("moat.secrets", function()
 
   it("reports a program that is not installed", function()
     state.actions = { missing = { run = { "moat-no-such-program-here" } } }
-    local res = secrets.resolve(make_plan("  M: tmem://missing\n"), { env = env_with() })
+    local res = resolve(make_plan("  M: tmem://missing\n"), { env = env_with() })
     assert.is_false(res.ok)
     assert.matches("No such file", res.failures[1].reason, 1, true)
   end)
@@ -234,7 +245,7 @@ describe("moat.secrets", function()
       os.remove(log)
       return out
     end
-    local res = secrets.resolve(p, { env = env_with({ STAMP_LOG = log }) })
+    local res = resolve(p, { env = env_with({ STAMP_LOG = log }) })
     assert.is_true(res.ok)
     assert.same({ ONE = "one", TWO = "two" }, res.values)
     local l = lines()
@@ -242,7 +253,7 @@ describe("moat.secrets", function()
     -- both started before either ended
     assert.matches("^start", l[1])
     assert.matches("^start", l[2])
-    res = secrets.resolve(p, { jobs = 1, env = env_with({ STAMP_LOG = log }) })
+    res = resolve(p, { jobs = 1, env = env_with({ STAMP_LOG = log }) })
     assert.is_true(res.ok)
     l = lines()
     assert.same({ "start", "end", "start", "end" },
@@ -250,17 +261,19 @@ describe("moat.secrets", function()
   end)
 
   it("finds backends on the search path, a user directory first", function()
-    local mod, err = secrets.backend("nope")
+    local registry = require("moat.registry")
+    local mod, err, why = registry.get("nope")
     assert.is_nil(mod)
     assert.matches("no backend for scheme 'nope'", err, 1, true)
-    assert.is_nil((secrets.backend("../x")))
-    local list = secrets.backends()
+    assert.equal("missing", why)
+    assert.is_nil((registry.get("../x")))
     local by = {}
-    for _, b in ipairs(list) do by[b.scheme] = b end
+    for _, b in ipairs(registry.files()) do
+      if b.active then by[b.scheme] = b end
+    end
     assert.matches("/lua/moat/backends/op%.lua$", by.op.file)
-    assert.matches("1Password", by.op.description, 1, true)
     assert.equal(dir .. "/moat/backends/tmem.lua", by.tmem.file)
-    assert.equal("test backend tmem", by.tmem.description)
+    assert.equal("test backend tmem", assert(registry.get("tmem")).description)
     assert.truthy(by.env)
   end)
 

@@ -55,11 +55,23 @@ function M.loadfile(path, env)
   return M.load(src, path, env)
 end
 
+-- The directories searched: M.dirs once setup() ran; before that (moat's modules used as a
+-- library, as the specs do) the directories of package.path's "?.lua" entries.
+local function _dirs()
+  if #M.dirs > 0 then return M.dirs end
+  local out = {}
+  for entry in package.path:gmatch("[^;]+") do
+    local dir = entry:match("^(/.-)/%?%.lua$")
+    if dir then out[#out + 1] = { dir = dir, kind = "path" } end
+  end
+  return out
+end
+
 -- Finds the file for module `name`: returns path, kind | nil, list of paths tried.
 function M.find(name)
   local rel = name:gsub("%.", "/")
   local tried = {}
-  for _, d in ipairs(M.dirs) do
+  for _, d in ipairs(_dirs()) do
     for _, pat in ipairs({ "%s/%s.lua", "%s/%s/init.lua" }) do
       local path = pat:format(d.dir, rel)
       if _readable(path) then return path, d.kind end
@@ -137,7 +149,7 @@ function M.files(prefix, dirs)
   local lfs = require("lfs")
   local rel = prefix:gsub("%.", "/")
   local out = {}
-  for rank, d in ipairs(dirs or M.dirs) do
+  for rank, d in ipairs(dirs or _dirs()) do
     local dir = d.dir .. "/" .. rel
     if lfs.attributes(dir, "mode") == "directory" then
       for f in lfs.dir(dir) do

@@ -21,9 +21,9 @@ end
 
 -- Calls `fn` on the audit run; an audit failure of any shape becomes nil, message, "audit".
 local function _audit(fn, ...)
-  local ok, a = pcall(fn, ...)
-  if ok then return a or true end
-  local msg = exit.is_failure(a) and a.message or tostring(a)
+  local ok, a, b = pcall(fn, ...)
+  if ok and (a or b == nil) then return a or true end
+  local msg = ok and tostring(b) or exit.is_failure(a) and a.message or tostring(a)
   if not msg:find("^audit") then msg = "audit log: " .. msg end
   return nil, msg, "audit"
 end
