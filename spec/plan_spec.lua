@@ -27,7 +27,7 @@ secrets:
 ]]))
     assert.equal("demo", p.name)
     assert.equal("/work/space", p.workspace)
-    assert.same({ { name = "MODE", value = "fast" } }, p.env)
+    assert.same({ { name = "MODE", value = "fast", where = "moat.yaml:3:9" } }, p.env)
     local s = p.secrets
     assert.equal(4, #s)
     assert.same({ "op", "op", "env", "plain" }, { s[1].backend, s[2].backend, s[3].backend, s[4].backend })
@@ -58,7 +58,8 @@ secrets:
     assert.equal("env", p.secrets[2].backend)
     assert.equal("--secret", p.secrets[2].where)
     assert.equal("C", p.secrets[3].name)
-    assert.same({ { name = "MODE", value = "fast" }, { name = "EXTRA", value = "a=b" } }, p.env)
+    assert.same({ { name = "MODE", value = "fast" }, { name = "EXTRA", value = "a=b" } },
+      { { name = p.env[1].name, value = p.env[1].value }, { name = p.env[2].name, value = p.env[2].value } })
   end)
 
   it("refuses an unknown scheme naming it, listing the known backends and suggesting env://", function()

@@ -81,54 +81,40 @@ local function _parse(name, ref)
   return { backend = scheme, plain = false, parsed = parsed }
 end
 
--- Merges the config's env with -e NAME=VALUE entries; returns env list, index by name.
-local function _env(cfg, extra, errors)
-  local env, at = {}, {}
-  for _, e in ipairs(cfg.env or {}) do
-    env[#env + 1] = { name = e.name, value = e.value }
-    at[e.name] = #env
+-- Merges `base` (config entries {name, …}) with command-line entries "NAME=<field>" of option
+-- `what`: a later entry replaces an earlier one of the same name. `refuse(value)` -> why | nil.
+-- Returns the merged list and an index by name.
+local function _merge(base, entries, what, field, refuse, errors)
+  local out, at = {}, {}
+  for _, e in ipairs(base or {}) do
+    out[#out + 1] = { name = e.name, [field] = e[field], where = e.where }
+    at[e.name] = #out
   end
-  for _, entry in ipairs(extra.env or {}) do
-    local name, value = _split(entry, "-e")
-    local why = name and config.check_name(name)
+  for _, entry in ipairs(entries or {}) do
+    local name, value = _split(entry, what)
+    local why = name and (config.check_name(name) and ("the name " .. config.check_name(name)) or refuse(value))
     if not name then
       errors.usage = value
     elseif why then
-      errors[#errors + 1] = ("-e %s: the name %s"):format(text.show(name), why)
-    elseif value:find("%z") then
-      errors[#errors + 1] = ("-e %s: the value must not contain NUL bytes"):format(name)
-    elseif at[name] then
-      env[at[name]].value = value
+      errors[#errors + 1] = ("%s %s: %s"):format(what, text.show(name), why)
     else
-      env[#env + 1] = { name = name, value = value }
-      at[name] = #env
+      out[at[name] or #out + 1] = { name = name, [field] = value, where = what ~= "-e" and what or nil }
+      at[name] = at[name] or #out
     end
   end
-  return env, at
+  return out, at
 end
 
--- Merges the config's secrets with --secret NAME=REF entries; returns { {name, ref, where} }.
+local function _env(cfg, extra, errors)
+  return _merge(cfg.env, extra.env, "-e", "value", function(v)
+    return v:find("%z") and "the value must not contain NUL bytes" or nil
+  end, errors)
+end
+
 local function _wanted(cfg, extra, errors)
-  local wanted, at = {}, {}
-  for _, s in ipairs(cfg.secrets or {}) do
-    wanted[#wanted + 1] = { name = s.name, ref = s.ref, where = s.where }
-    at[s.name] = #wanted
-  end
-  for _, entry in ipairs(extra.secrets or {}) do
-    local name, ref = _split(entry, "--secret")
-    local why = name and config.check_name(name)
-    if not name then
-      errors.usage = ref
-    elseif why then
-      errors[#errors + 1] = ("--secret %s: the name %s"):format(text.show(name), why)
-    elseif ref == "" then
-      errors[#errors + 1] = ("--secret %s: the reference is empty"):format(name)
-    else
-      wanted[at[name] or #wanted + 1] = { name = name, ref = ref, where = "--secret" }
-      at[name] = at[name] or #wanted
-    end
-  end
-  return wanted
+  return (_merge(cfg.secrets, extra.secrets, "--secret", "ref", function(v)
+    return v == "" and "the reference is empty" or nil
+  end, errors))
 end
 
 local function _warn_for(s, plain, warnings)
