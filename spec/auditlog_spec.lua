@@ -1,14 +1,13 @@
--- Specs for moat.auditlog: the chain, durable appends, signing, verification, concurrency,
--- crashes and write failures.
+-- Specs for moat.auditlog: the chain, group commit, signing, verification, concurrency,
+-- crashes and write failures, and the home directory.
 local auditlog = require("moat.auditlog")
-local exit = require("moat.exit")
 local json = require("moat.c.json")
 local lfs = require("lfs")
 local proc = require("moat.c.proc")
 local sys = require("moat.c.system")
 local t = require("support.moat")
 
-local WRITER = MOAT_ROOT .. "/spec/fixtures/audit/writer.lua"
+local WRITER = MOAT_ROOT .. "/spec/fixtures/audit/batch_writer.lua"
 
 local function slurp(path)
   local f = assert(io.open(path, "rb"))
@@ -63,11 +62,11 @@ end
 
 -- A finished run: 1 run.started, n secret.resolved, 1 run.finished (n + 2 records).
 local function finished_run(n)
-  local run = auditlog.start(started_fields())
+  local run = assert(auditlog.start(started_fields()))
   for i = 1, n do
-    run:record("secret.resolved", { name = "S" .. i, backend = "op", ref = "op://vault/item/f" .. i, ms = i })
+    assert(run:record("secret.resolved", { name = "S" .. i, backend = "op", ref = "op://vault/item/f" .. i, ms = i }))
   end
-  run:finish({ outcome = "exited", exit = 0 })
+  assert(run:finish({ outcome = "exited", exit = 0 }))
   return run
 end
 
@@ -111,14 +110,44 @@ describe("moat.auditlog", function()
   end)
 
   describe("home", function()
+    -- Runs auditlog.home() and start() in a child with `env`; returns its result.
+    local function child(env, cwd)
+      local code = ("package.path = %q .. '/lua/?.lua;' .. package.path; package.cpath = %q\n"):format(
+        MOAT_ROOT, package.cpath) .. [[
+        local a = require("moat.auditlog")
+        local h, err, kind = a.home()
+        print(h or ("nil " .. kind .. " " .. err))
+        local run, serr, skind = a.start({ name = "x" })
+        print(run and "started" or ("nil " .. skind .. " " .. serr))]]
+      return t.exec({ "lua5.4", "-e", code }, { env = env, cwd = cwd })
+    end
+
     it("is $MOAT_HOME when set, else ~/.moat", function()
-      auditlog.set_home(nil)
-      local env = os.getenv("MOAT_HOME")
-      if env and env ~= "" then
-        assert.equal(env, auditlog.home())
-      else
-        assert.equal((os.getenv("HOME") or "") .. "/.moat", auditlog.home())
-      end
+      local r = child({ MOAT_HOME = tmp .. "/mh", HOME = tmp })
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("^" .. (tmp .. "/mh"):gsub("%p", "%%%0") .. "\nstarted\n$", r.stdout)
+      r = child({ MOAT_HOME = false, HOME = tmp })
+      assert.matches("^" .. (tmp .. "/.moat"):gsub("%p", "%%%0") .. "\nstarted\n$", r.stdout)
+      assert.equal("directory", lfs.attributes(tmp .. "/.moat/runs", "mode"))
+    end)
+
+    it("refuses a relative MOAT_HOME by name and creates nothing", function()
+      local r = child({ MOAT_HOME = "rel/moat", HOME = tmp }, tmp)
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("nil config MOAT_HOME is a relative path %(rel/moat%)", r.stdout)
+      assert.is_nil(r.stdout:find("started", 1, true))
+      assert.same({}, files_under(tmp))
+      assert.is_nil(lfs.attributes(tmp .. "/rel"))
+    end)
+
+    it("refuses to guess when neither HOME nor MOAT_HOME is set, and creates nothing at /", function()
+      local r = child({ MOAT_HOME = false, HOME = false }, tmp)
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("nil config neither MOAT_HOME nor HOME is set", r.stdout)
+      assert.is_nil(r.stdout:find("started", 1, true))
+      assert.is_nil(lfs.attributes("/.moat"))
+      r = child({ MOAT_HOME = "", HOME = "" }, tmp)
+      assert.matches("nil config neither MOAT_HOME nor HOME is set", r.stdout)
     end)
   end)
 
@@ -127,7 +156,9 @@ describe("moat.auditlog", function()
       local run = finished_run(3)
       assert.equal(home .. "/runs/" .. run.id .. "/audit.jsonl", run.path)
       local rep = auditlog.verify(run.dir)
-      assert.same({ ok = true, status = "valid", torn = false, records = 5, signed_seq = 5 }, rep)
+      local pk = sys.from_hex((slurp(home .. "/keys/audit.pub"):gsub("%s+$", "")))
+      assert.same({ ok = true, status = "valid", torn = false, records = 5, signed_seq = 5,
+        key = "ed25519:" .. sys.sha256(pk) }, rep)
       assert.is_true(auditlog.verify(run.path).ok)
     end)
 
@@ -166,7 +197,7 @@ describe("moat.auditlog", function()
     end)
 
     it("returns each record and refuses records after finish", function()
-      local run = auditlog.start(started_fields())
+      local run = assert(auditlog.start(started_fields()))
       local rec = run:record("secret.resolved", { name = "A", backend = "env", ref = "env://A", ms = 1 })
       assert.equal(2, rec.seq)
       assert.equal("secret.resolved", rec.type)
@@ -202,7 +233,7 @@ describe("moat.auditlog", function()
     it("gives run ids that sort by time, are unique and filename-safe", function()
       local ids = {}
       for i = 1, 5 do
-        local run = auditlog.start(started_fields())
+        local run = assert(auditlog.start(started_fields()))
         run:close()
         ids[i] = run.id
         assert.matches("^%d%d%d%d%d%d%d%dT%d%d%d%d%d%d%.%d%d%d%d%d%dZ%-%x%x%x%x%x%x%x%x$", run.id)
@@ -214,7 +245,7 @@ describe("moat.auditlog", function()
     end)
 
     it("does not let a child process inherit the log's file descriptor", function()
-      local run = auditlog.start(started_fields())
+      local run = assert(auditlog.start(started_fields()))
       local here = false
       for fd in lfs.dir("/proc/self/fd") do
         local target = lfs.symlinkattributes("/proc/self/fd/" .. fd, "target")
@@ -229,8 +260,9 @@ describe("moat.auditlog", function()
     end)
 
     it("shows a run that never finished as unfinished, not valid", function()
-      local run = auditlog.start(started_fields())
+      local run = assert(auditlog.start(started_fields()))
       run:record("secret.resolved", { name = "A", backend = "env", ref = "env://A", ms = 1 })
+      assert(run:commit())
       run:close()
       local rep = auditlog.verify(run.dir)
       assert.is_false(rep.ok)
@@ -383,11 +415,9 @@ describe("moat.auditlog", function()
       check(4, "not a JSON object")
     end)
 
-    it("and reports unfinished when the signature is removed", function()
+    it("when the signature alone is removed (runs.jsonl recorded the finish)", function()
       os.remove(run.dir .. "/audit.sig")
-      local rep = auditlog.verify(run.dir)
-      assert.equal("unfinished", rep.status)
-      assert.is_false(rep.ok)
+      check(6, "audit.sig was deleted: runs.jsonl records the run's finish at seq 6")
     end)
   end)
 
@@ -416,24 +446,29 @@ describe("moat.auditlog", function()
     end)
 
     it("that returns no table stops the record with a config failure and appends nothing", function()
-      local run = auditlog.start(started_fields())
+      local run = assert(auditlog.start(started_fields()))
       package.loaded["moat.audit"] = { format = function() return "data" end }
-      local ok, err = pcall(run.record, run, "secret.resolved", { name = "A" })
-      assert.is_false(ok)
-      assert.is_true(exit.is_failure(err))
-      assert.equal(exit.CONFIG, err.code)
-      assert.matches("not a table", err.message)
+      local rec, err, kind = run:record("secret.resolved", { name = "A" })
+      assert.is_nil(rec)
+      assert.equal("config", kind)
+      assert.matches("not a table", err)
       package.loaded["moat.audit"] = { format = function() return { 1, 2 } end }
-      ok, err = pcall(run.record, run, "secret.resolved", { name = "A" })
-      assert.is_false(ok)
-      assert.matches("not a JSON object", err.message)
+      rec, err, kind = run:record("secret.resolved", { name = "A" })
+      assert.is_nil(rec)
+      assert.equal("config", kind)
+      assert.matches("not a JSON object", err)
+      package.loaded["moat.audit"] = { format = function() error("boom") end }
+      rec, err = run:record("secret.resolved", { name = "A" })
+      assert.is_nil(rec)
+      assert.matches("failed on secret.resolved: .*boom", err)
+      assert(run:commit())
       assert.equal(1, count_lines(run.path))
       run:close()
     end)
 
     it("leaves no value in any file under the moat home", function()
       local VALUE = "hunter2-SECRET-value-7f3a"
-      local run = auditlog.start({ name = "demo", workspace = "/w", value = VALUE, env = { X = VALUE } })
+      local run = assert(auditlog.start({ name = "demo", workspace = "/w", value = VALUE, env = { X = VALUE } }))
       run:record("policy.denied", { denials = { { script = "p.lua", target = "X", reason = "no", value = VALUE } } })
       run:record("secret.resolved", { name = "A", backend = "env", ref = "env://A", ms = 2, value = VALUE })
       run:record("secret.failed", { name = "B", backend = "op", ref = "op://v/i/f", ms = 3, ok = false,
@@ -441,7 +476,7 @@ describe("moat.auditlog", function()
       run:record("container.started", { runtime = "docker", image = "alpine", container = "moat-x",
         env = { B = VALUE } })
       run:record("container.exited", { status = 0, ms = 10, stdout = VALUE })
-      run:finish({ outcome = "exited", exit = 0, output = VALUE })
+      assert(run:finish({ outcome = "exited", exit = 0, output = VALUE }))
       assert.is_true(auditlog.verify(run.dir).ok)
       local files = files_under(home)
       assert.is_true(#files >= 4)
@@ -454,9 +489,10 @@ describe("moat.auditlog", function()
   describe("list and find", function()
     it("lists runs newest first with name, start, status and verification", function()
       local a = finished_run(1)
-      local b = auditlog.start(started_fields())
+      local b = assert(auditlog.start(started_fields()))
+      assert(b:commit())
       b:close()
-      local c = auditlog.start({ name = "other" })
+      local c = assert(auditlog.start({ name = "other" }))
       c:record("secret.failed", { name = "X", backend = "op", ref = "op://v/i/f", ms = 1, kind = "not_found" })
       c:finish({ outcome = "failed", exit = 69, kind = "secrets" })
       local list = auditlog.list()
@@ -505,7 +541,9 @@ describe("moat.auditlog", function()
       assert(lfs.mkdir(home .. "/runs"))
       assert(lfs.mkdir(dir))
       local ps = {}
-      for w = 1, 8 do ps[w] = writer(home, { "append", dir, "1000", "W" .. w }) end
+      -- Odd writers commit every record, even ones in batches of 50 that must be chained anew
+      -- whenever another writer got in first.
+      for w = 1, 8 do ps[w] = writer(home, { "append", dir, "1000", "W" .. w, w % 2 == 0 and "50" or "1" }) end
       for w = 1, 8 do
         local r = wait_done(ps[w], 300000)
         assert.equal(0, r.code, r.stderr)
@@ -527,7 +565,7 @@ describe("moat.auditlog", function()
       assert.equal("unfinished", rep.status)
       assert.is_nil(rep.bad_seq)
       assert.equal(8000, rep.records)
-      auditlog.open(dir):finish({ outcome = "exited", exit = 0 })
+      assert(assert(auditlog.open(dir)):finish({ outcome = "exited", exit = 0 }))
       rep = auditlog.verify(dir)
       assert.equal("valid", rep.status)
       assert.equal(8001, rep.records)
@@ -591,23 +629,23 @@ describe("moat.auditlog", function()
       end
       local ok, err = pcall(function()
         auditlog.set_home(mnt .. "/home")
-        local run = auditlog.start(started_fields())
+        local run = assert(auditlog.start(started_fields()))
         local f = assert(io.open(mnt .. "/filler", "wb"))
         local chunk = string.rep("x", 4096)
         while f:write(chunk) and f:flush() do end
         f:close()
-        local failed
+        local failed, kind
         for i = 1, 10000 do
-          local good, e = pcall(run.record, run, "secret.resolved",
-            { name = "S" .. i, backend = "env", ref = "env://" .. string.rep("R", 200), ms = i })
-          if not good then failed = e break end
+          assert(run:record("secret.resolved",
+            { name = "S" .. i, backend = "env", ref = "env://" .. string.rep("R", 200), ms = i }))
+          local good, e, k = run:commit()
+          if not good then failed, kind = e, k break end
         end
         assert.is_not_nil(failed, "no write failed on a full file system")
-        assert.is_true(exit.is_failure(failed))
-        assert.equal(exit.IOERR, failed.code)
+        assert.equal("io", kind)
         -- ENOSPC, or a short write (cut back to the old size) reported as EIO
-        assert.matches("audit log: cannot append record %d+", failed.message)
-        assert.is_truthy(failed.message:find("No space left", 1, true) or failed.message:find("short write", 1, true))
+        assert.matches("audit log: cannot append record %d+", failed)
+        assert.is_truthy(failed:find("No space left", 1, true) or failed:find("short write", 1, true))
         local rep = auditlog.verify(run.dir)
         assert.equal("unfinished", rep.status)
         assert.is_false(rep.torn)

@@ -1,0 +1,115 @@
+-- The bytes of the audit trail, defined once for the writer, the verifier and bundles:
+-- a record's line and hash, a run's signed message, a key's fingerprint, the lines of a
+-- runs.jsonl entry. Pure functions over strings and tables; no files.
+local json = require("moat.c.json")
+local sys = require("moat.c.system")
+
+local M = {}
+
+M.ZERO = string.rep("0", 64)          -- `prev` of the first record (and of runs.jsonl's first line)
+M.LOG = "audit.jsonl"                 -- the log, in the run's directory
+M.SIG = "audit.sig"                   -- the signature of the finished run's head, beside it
+M.RUNS = "runs.jsonl"                 -- the cross-run chain, in $MOAT_HOME
+M.SIGNED_PREFIX = "moat-audit-v1\n"   -- start of every signed message (domain separation)
+M.FP_PREFIX = "ed25519:"              -- start of a key fingerprint
+
+-- Field order of a record line, and of a runs.jsonl line.
+M.KEYS = { "seq", "ts", "type", "data", "prev", "hash" }
+M.RUN_KEYS = { "seq", "ts", "event", "run", "head_seq", "head", "key", "prev", "hash" }
+
+-- Returns `obj` without its "hash", restricted to `keys`, in canonical JSON | nil, message.
+local function _body(obj, keys)
+  local copy = {}
+  for _, k in ipairs(keys) do
+    if k ~= "hash" then copy[k] = obj[k] end
+  end
+  return json.encode(copy, { canonical = true })
+end
+
+-- Returns the bytes whose SHA-256 is a record's hash: prev ‖ canonical JSON of the record
+-- without "hash" (keys sorted, no spaces). Returns string | nil, message.
+function M.hashed_bytes(rec, keys)
+  local body, err = _body(rec, keys or M.KEYS)
+  if not body then return nil, err end
+  if type(rec.prev) ~= "string" then return nil, "prev is not a string" end
+  return rec.prev .. body
+end
+
+-- Returns the SHA-256 (hex) of a record (or of a runs.jsonl line with keys = M.RUN_KEYS) | nil, message.
+function M.hash(rec, keys)
+  local bytes, err = M.hashed_bytes(rec, keys)
+  if not bytes then return nil, err end
+  return sys.sha256(bytes)
+end
+
+-- Returns the line (without "\n") of a complete record: keys in `keys` order (default the
+-- record's seq, ts, type, data, prev, hash), each value in canonical JSON | nil, message.
+function M.serialize(rec, keys)
+  local parts = {}
+  for _, k in ipairs(keys or M.KEYS) do
+    if rec[k] ~= nil then
+      local v, err = json.encode(rec[k], { canonical = true })
+      if not v then return nil, k .. ": " .. err end
+      parts[#parts + 1] = json.encode(k) .. ":" .. v
+    end
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+-- Returns the message a run's signature covers: prefix, run id, seq and hash of its last record.
+function M.signed_message(run_id, seq, hash)
+  return M.SIGNED_PREFIX .. run_id .. "\n" .. tostring(seq) .. "\n" .. hash
+end
+
+-- Returns the fingerprint of a raw Ed25519 public key: "ed25519:" and the key's SHA-256 in hex.
+function M.fingerprint(pk)
+  return M.FP_PREFIX .. sys.sha256(pk)
+end
+
+-- Parses the text of a public key file (64 hex digits, as in $MOAT_HOME/keys/audit.pub)
+-- into 32 raw bytes | nil.
+function M.parse_public_key(text)
+  local hex = type(text) == "string" and text:match("^%s*(%x+)%s*$")
+  local pk = hex and #hex == 64 and sys.from_hex(hex)
+  return pk and #pk == 32 and pk or nil
+end
+
+-- Returns the normalised fingerprint in `text` ("ed25519:<64 hex>") | nil.
+function M.parse_fingerprint(text)
+  local hex = type(text) == "string" and text:match("^%s*" .. M.FP_PREFIX .. "(%x+)%s*$")
+  if hex and #hex == 64 then return M.FP_PREFIX .. hex:lower() end
+  return nil
+end
+
+-- Splits text into complete lines and the torn rest ("" when none).
+function M.lines(text)
+  local lines, pos = {}, 1
+  while true do
+    local nl = text:find("\n", pos, true)
+    if not nl then break end
+    lines[#lines + 1] = text:sub(pos, nl - 1)
+    pos = nl + 1
+  end
+  return lines, text:sub(pos)
+end
+
+-- Returns the whole content of a file | nil.
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Returns true when `v` decoded from JSON is an object (not an array).
+function M.is_object(v)
+  return type(v) == "table" and getmetatable(v) ~= json.array_mt
+end
+
+-- Returns whether `id` has the form of a run id (sortable time, random suffix).
+function M.is_id(id)
+  return type(id) == "string" and id:match("^%d%d%d%d%d%d%d%dT%d%d%d%d%d%d%.%d%d%d+Z%-%x+$") ~= nil
+end
+
+return M
