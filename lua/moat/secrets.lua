@@ -95,6 +95,45 @@ local function _environ(map)
   return map, require("moat.proc").environ(map)
 end
 
+-- ctx.run: runs argv (never a shell); returns {code, signal, stdout, stderr, timed_out, truncated, ms}
+-- | nil, message, errno when the program cannot be started. Refuses a value in argv.
+local function _run(ctx, state, argv, o)
+  o = o or {}
+  if type(argv) ~= "table" or type(argv[1]) ~= "string" or argv[1] == "" then
+    error("ctx.run needs an argv table of strings", 3)
+  end
+  for i, a in ipairs(argv) do
+    if type(a) ~= "string" or a:find("%z") then
+      error(("ctx.run: argv[%d] must be a string without NUL"):format(i), 3)
+    end
+    for _, v in ipairs(state.known) do
+      if #v >= 6 and a:find(v, 1, true) then error("ctx.run: a secret value must never be put in argv", 3) end
+    end
+  end
+  local timeout_s = o.timeout or ctx.timeout
+  ctx.log("run", table.concat(argv, " "))
+  local sys = require("moat.c.system")
+  local t0 = sys.monotonic_ms()
+  local r, msg, errno = require("moat.proc").run(argv, {
+    stdin = o.stdin, stdout = "pipe", stderr = "pipe", env = state.env_list,
+    cap = M.OUTPUT_CAP, timeout = math.floor(timeout_s * 1000), group = true,
+  })
+  if not r then
+    local missing = _is_enoent(msg, errno)
+    ctx.last_failure = missing
+      and { kind = "unavailable", reason = ("%s is not installed (not found on PATH)"):format(argv[1]),
+        fix = ("install %s or put it on PATH"):format(argv[1]) }
+      or { kind = "unavailable", reason = ("cannot run %s: %s"):format(argv[1], tostring(msg)),
+        fix = ("check that %s can be run"):format(argv[1]) }
+    return nil, msg, errno or (missing and 2 or nil)
+  end
+  r.ms = r.ms or (sys.monotonic_ms() - t0)
+  ctx.last_failure = M.run_failure(r, argv[1], timeout_s) or ctx.last_failure
+  ctx.log(("%s %s in %d ms"):format(argv[1], r.code and ("exited " .. r.code)
+    or ("was killed by signal " .. tostring(r.signal)), r.ms))
+  return r
+end
+
 -- Builds the ctx a backend sees. `state` is shared by every backend of one resolve:
 -- { known = {values}, opts = {jobs, timeout}, env_map, env_list, done = {}, on_done = fn }.
 local function _context(scheme, state)
@@ -118,43 +157,7 @@ local function _context(scheme, state)
 
   ctx.env = function(name) return state.env_map[name] end
 
-  -- Runs argv (never a shell); returns {code, signal, stdout, stderr, timed_out, truncated, ms}
-  -- | nil, message, errno when the program cannot be started.
-  ctx.run = function(argv, o)
-    o = o or {}
-    if type(argv) ~= "table" or type(argv[1]) ~= "string" or argv[1] == "" then
-      error("ctx.run needs an argv table of strings", 2)
-    end
-    for i, a in ipairs(argv) do
-      if type(a) ~= "string" or a:find("%z") then
-        error(("ctx.run: argv[%d] must be a string without NUL"):format(i), 2)
-      end
-      for _, v in ipairs(state.known) do
-        if #v >= 6 and a:find(v, 1, true) then error("ctx.run: a secret value must never be put in argv", 2) end
-      end
-    end
-    local timeout_s = o.timeout or ctx.timeout
-    ctx.log("run", table.concat(argv, " "))
-    local t0 = require("moat.c.system").monotonic_ms()
-    local r, msg, errno = proc.run(argv, {
-      stdin = o.stdin, stdout = "pipe", stderr = "pipe", env = state.env_list,
-      cap = M.OUTPUT_CAP, timeout = math.floor(timeout_s * 1000), group = true,
-    })
-    if not r then
-      ctx.last_failure = _is_enoent(msg, errno)
-        and { kind = "unavailable", reason = ("%s is not installed (not found on PATH)"):format(argv[1]),
-          fix = ("install %s or put it on PATH"):format(argv[1]) }
-        or { kind = "unavailable", reason = ("cannot run %s: %s"):format(argv[1], tostring(msg)),
-          fix = ("check that %s can be run"):format(argv[1]) }
-      return nil, msg, errno or (_is_enoent(msg, errno) and 2 or nil)
-    end
-    r.ms = r.ms or (require("moat.c.system").monotonic_ms() - t0)
-    local f = M.run_failure(r, argv[1], timeout_s)
-    if f then ctx.last_failure = f end
-    ctx.log(("%s %s in %d ms"):format(argv[1], r.code and ("exited " .. r.code)
-      or ("was killed by signal " .. tostring(r.signal)), r.ms))
-    return r
-  end
+  ctx.run = function(argv, o) return _run(ctx, state, argv, o) end
 
   -- Runs the functions in `fns` concurrently (each may call ctx.run); returns their results.
   ctx.gather = function(fns)
@@ -216,20 +219,19 @@ end
 -- (scheme -> { requests }), order (schemes in first-use order), by_ref ("scheme\0ref" -> request).
 local function _group(plan)
   local groups, order, by_ref = {}, {}, {}
+  -- Plain values come from plan.build beside the plan, never from a backend.
   for _, s in ipairs(plan.secrets) do
     local key = s.backend .. "\0" .. s.ref
-    if s.plain then
-      -- Plain values come from plan.build beside the plan, never from a backend.
-    elseif by_ref[key] then
-      local req = by_ref[key]
+    local req = not s.plain and by_ref[key]
+    if req then
       req.names[#req.names + 1] = s.name
-    else
+    elseif not s.plain then
       local g = groups[s.backend]
       if not g then
         g = { requests = {} }
         groups[s.backend], order[#order + 1] = g, s.backend
       end
-      local req = { name = s.name, names = { s.name }, ref = s.ref, parsed = s.parsed }
+      req = { name = s.name, names = { s.name }, ref = s.ref, parsed = s.parsed }
       g.requests[#g.requests + 1] = req
       by_ref[key] = req
     end
