@@ -1,7 +1,8 @@
-/* moat.c.mask: a streaming masker. It replaces every occurrence of a secret (and of its
- * lines and common encodings) in a byte stream, leftmost match first and the longest at a
- * position, and holds back only the bytes that could still be the start of a match. Bytes
- * are held on content, never on time, so a delayed write cannot leak a value. */
+/* moat.c.mask: a streaming matcher. It replaces every occurrence of any of the patterns it
+ * is given in a byte stream, leftmost match first and the longest at a position, and holds
+ * back only the bytes that could still be the start of a match. Bytes are held on content,
+ * never on time, so a delayed write cannot leak a value. Which strings are patterns and what
+ * replaces them is policy, decided in Lua (moat.scrub). */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -10,8 +11,6 @@
 #include "moat.h"
 
 #define MASKER_MT "moat.mask.masker"
-#define DEFAULT_MIN 6
-#define DEFAULT_REPLACEMENT "<concealed by moat>"
 #define MAX_TOTAL (16u << 20) /* bytes over all patterns; a node costs 26 bytes */
 
 /* An Aho–Corasick automaton over all patterns plus a ring of undecided input. Node 0 is
@@ -34,181 +33,6 @@ typedef struct {
     uint32_t nodes, cap, state;
     uint64_t pos, end;
 } Masker;
-
-typedef struct {
-    lua_Integer min;
-    int repl; /* stack index of the replacement string */
-} Opts;
-
-/* Appends the string on top to the array at `list` unless it is short or already in `seen`;
- * pops it. */
-static void add_pattern(lua_State *L, int list, int seen, lua_Integer min)
-{
-    size_t len;
-    lua_tolstring(L, -1, &len);
-    if ((lua_Integer)len < min) {
-        lua_pop(L, 1);
-        return;
-    }
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, seen) != LUA_TNIL) {
-        lua_pop(L, 2);
-        return;
-    }
-    lua_pop(L, 1);
-    lua_pushvalue(L, -1);
-    lua_pushboolean(L, 1);
-    lua_rawset(L, seen);
-    lua_rawseti(L, list, (lua_Integer)lua_rawlen(L, list) + 1);
-}
-
-static void push_base64(lua_State *L, const char *v, size_t len, int variant)
-{
-    size_t cap = sodium_base64_encoded_len(len, variant);
-    luaL_Buffer b;
-    char *p = luaL_buffinitsize(L, &b, cap);
-    sodium_bin2base64(p, cap, (const unsigned char *)v, len, variant);
-    luaL_pushresultsize(&b, strlen(p));
-}
-
-static int unreserved(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
-}
-
-static void push_percent(lua_State *L, const char *v, size_t len)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)v[i];
-        if (unreserved(c)) {
-            luaL_addchar(&b, (char)c);
-        } else {
-            luaL_addchar(&b, '%');
-            luaL_addchar(&b, hex[c >> 4]);
-            luaL_addchar(&b, hex[c & 15]);
-        }
-    }
-    luaL_pushresult(&b);
-}
-
-static void push_json(lua_State *L, const char *v, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)v[i];
-        const char *esc = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n"
-                        : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
-        if (esc) {
-            luaL_addstring(&b, esc);
-        } else if (c < 0x20) {
-            luaL_addstring(&b, "\\u00");
-            luaL_addchar(&b, hex[c >> 4]);
-            luaL_addchar(&b, hex[c & 15]);
-        } else {
-            luaL_addchar(&b, (char)c);
-        }
-    }
-    luaL_pushresult(&b);
-}
-
-static void add_lines(lua_State *L, int list, int seen, lua_Integer min, const char *v,
-                      size_t len)
-{
-    const char *end = v + len;
-    while (v <= end) {
-        const char *nl = memchr(v, '\n', (size_t)(end - v));
-        const char *stop = nl ? nl : end;
-        size_t n = (size_t)(stop - v);
-        if (n > 0 && v[n - 1] == '\r')
-            n--;
-        lua_pushlstring(L, v, n);
-        add_pattern(L, list, seen, min);
-        if (nl == NULL)
-            break;
-        v = nl + 1;
-    }
-}
-
-/* Pushes the array of patterns derived from the values at stack index `values`. */
-static void derive(lua_State *L, int values, lua_Integer min)
-{
-    static const int variants[] = {
-        sodium_base64_VARIANT_ORIGINAL, sodium_base64_VARIANT_ORIGINAL_NO_PADDING,
-        sodium_base64_VARIANT_URLSAFE, sodium_base64_VARIANT_URLSAFE_NO_PADDING,
-    };
-    lua_newtable(L);
-    lua_newtable(L);
-    int list = lua_gettop(L) - 1, seen = list + 1;
-    lua_Integer n = (lua_Integer)lua_rawlen(L, values);
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, values, i);
-        size_t len;
-        const char *v = lua_tolstring(L, -1, &len);
-        lua_pushvalue(L, -1);
-        add_pattern(L, list, seen, min);
-        if (memchr(v, '\n', len))
-            add_lines(L, list, seen, min, v, len);
-        for (size_t k = 0; k < sizeof variants / sizeof variants[0]; k++) {
-            push_base64(L, v, len, variants[k]);
-            add_pattern(L, list, seen, min);
-        }
-        push_percent(L, v, len);
-        add_pattern(L, list, seen, min);
-        push_json(L, v, len);
-        add_pattern(L, list, seen, min);
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-}
-
-/* Checks mask.new's / mask.patterns' arguments; raises on misuse. */
-static Opts check_args(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
-    for (lua_Integer i = 1; i <= n; i++) {
-        if (lua_rawgeti(L, 1, i) != LUA_TSTRING)
-            luaL_error(L, "bad argument #1 (values[%d] is a %s, expected a string)", (int)i,
-                       luaL_typename(L, -1));
-        lua_pop(L, 1);
-    }
-    Opts o = { DEFAULT_MIN, 0 };
-    if (lua_isnoneornil(L, 2)) {
-        lua_settop(L, 2);
-    } else {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        lua_pushnil(L);
-        while (lua_next(L, 2)) {
-            const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
-            if (strcmp(key, "min") == 0) {
-                luaL_argcheck(L, lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 1, 2,
-                              "opts.min must be an integer >= 1");
-                o.min = lua_tointeger(L, -1);
-            } else if (strcmp(key, "replacement") != 0) {
-                luaL_error(L, "bad argument #2 (unknown option '%s')", key);
-            } else if (lua_type(L, -1) != LUA_TSTRING) {
-                luaL_argerror(L, 2, "opts.replacement must be a string");
-            }
-            lua_pop(L, 1);
-        }
-    }
-    if (lua_istable(L, 2))
-        lua_getfield(L, 2, "replacement");
-    else
-        lua_pushnil(L);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_pushliteral(L, DEFAULT_REPLACEMENT);
-    }
-    o.repl = lua_gettop(L);
-    return o;
-}
 
 static uint32_t find_child(const Masker *m, uint32_t s, unsigned char c)
 {
@@ -305,36 +129,50 @@ static Masker *check_masker(lua_State *L)
     return m;
 }
 
-/* mask.new(values, [opts]) -> masker */
-static int l_new(lua_State *L)
+/* Checks mask.new's patterns (index 1): raises on misuse; returns the total and longest
+ * length through the pointers. */
+static void check_patterns(lua_State *L, size_t *total, size_t *longest)
 {
-    Opts o = check_args(L);
-    derive(L, 1, o.min);
-    int list = lua_gettop(L);
-    uint32_t n = (uint32_t)lua_rawlen(L, list);
-    size_t total = 0, longest = 0;
-    for (uint32_t i = 1; i <= n; i++) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Unsigned n = lua_rawlen(L, 1);
+    *total = *longest = 0;
+    for (lua_Unsigned i = 1; i <= n; i++) {
         size_t len;
-        lua_rawgeti(L, list, i);
+        if (lua_rawgeti(L, 1, (lua_Integer)i) != LUA_TSTRING)
+            luaL_error(L, "bad argument #1 to 'new' (patterns[%d] is a %s, expected a string)",
+                       (int)i, luaL_typename(L, -1));
         lua_tolstring(L, -1, &len);
         lua_pop(L, 1);
-        total += len;
-        longest = len > longest ? len : longest;
-        if (total > MAX_TOTAL)
-            return luaL_error(L, "mask.new: the secrets are too large to mask");
+        if (len == 0)
+            luaL_error(L, "bad argument #1 to 'new' (patterns[%d] is empty)", (int)i);
+        *total += len;
+        *longest = len > *longest ? len : *longest;
+        if (*total > MAX_TOTAL)
+            luaL_error(L, "mask.new: the patterns are too large to mask");
     }
+}
+
+/* mask.new(patterns, replacement) -> masker: patterns is an array of non-empty byte
+ * strings, each occurrence of which becomes the replacement string. */
+static int l_new(lua_State *L)
+{
+    size_t total, longest;
+    check_patterns(L, &total, &longest);
+    luaL_checkstring(L, 2);
+    lua_settop(L, 2);
     Masker *m = lua_newuserdatauv(L, sizeof *m, 1);
     memset(m, 0, sizeof *m);
-    lua_pushvalue(L, o.repl);
+    lua_pushvalue(L, 2);
     lua_setiuservalue(L, -2, 1);
     luaL_setmetatable(L, MASKER_MT);
     m->cap = longest > 0 ? (uint32_t)longest : 1;
     if (!allocate(m, (uint32_t)total + 1, m->cap))
         return luaL_error(L, "mask.new: out of memory");
     m->nodes = 1;
-    for (uint32_t i = 1; i <= n; i++) {
+    lua_Unsigned n = lua_rawlen(L, 1);
+    for (lua_Unsigned i = 1; i <= n; i++) {
         size_t len;
-        lua_rawgeti(L, list, i);
+        lua_rawgeti(L, 1, (lua_Integer)i);
         const char *p = lua_tolstring(L, -1, &len);
         insert(m, (const unsigned char *)p, len);
         lua_pop(L, 1);
@@ -342,14 +180,6 @@ static int l_new(lua_State *L)
     uint32_t *queue = lua_newuserdatauv(L, (size_t)m->nodes * sizeof *queue, 0);
     link_all(m, queue);
     lua_pop(L, 1);
-    return 1;
-}
-
-/* mask.patterns(values, [opts]) -> array of the patterns a masker would look for */
-static int l_patterns(lua_State *L)
-{
-    Opts o = check_args(L);
-    derive(L, 1, o.min);
     return 1;
 }
 
@@ -441,14 +271,6 @@ static int m_finish(lua_State *L)
     return 1;
 }
 
-/* m:held() -> number of bytes held back */
-static int m_held(lua_State *L)
-{
-    Masker *m = check_masker(L);
-    lua_pushinteger(L, (lua_Integer)(m->end - m->pos));
-    return 1;
-}
-
 static int m_close(lua_State *L)
 {
     wipe(luaL_checkudata(L, 1, MASKER_MT));
@@ -458,7 +280,6 @@ static int m_close(lua_State *L)
 static const luaL_Reg masker_methods[] = {
     { "feed", m_feed },
     { "finish", m_finish },
-    { "held", m_held },
     { "close", m_close },
     { NULL, NULL }
 };
@@ -471,14 +292,11 @@ static const luaL_Reg masker_meta[] = {
 
 static const luaL_Reg funcs[] = {
     { "new", l_new },
-    { "patterns", l_patterns },
     { NULL, NULL }
 };
 
 int luaopen_moat_c_mask(lua_State *L)
 {
-    if (sodium_init() < 0)
-        return luaL_error(L, "libsodium failed to initialise");
     luaL_newmetatable(L, MASKER_MT);
     luaL_setfuncs(L, masker_meta, 0);
     luaL_newlib(L, masker_methods);

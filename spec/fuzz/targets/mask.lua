@@ -1,11 +1,13 @@
--- Fuzz target: moat.c.mask against a naive reference masker written here from SECURITY.md
--- item 7 and the mask module's documented rules. The input chooses the secrets, the minimum
--- length, the replacement, the stream and the points where it is split into feeds:
+-- Fuzz target: moat.scrub's patterns and the moat.c.mask matcher built from them, against an
+-- independent derivation and a naive reference masker written here from SECURITY.md item 7
+-- and the documented rules. The input chooses the secrets, the minimum length (set as
+-- scrub.MIN for the check), the replacement, the stream and the points where it is split:
 --   byte 1: min = 1 + b % 8, replacement = REPLACEMENTS[(b >> 3) % 4 + 1]
 --   byte 2: number of secrets (b % 4); each secret: a length byte (b % 32), then its bytes
 --   next byte: number of split points (b % 8), then one byte per point (scaled to the stream)
 --   the rest: the stream.
 local mask = require("moat.c.mask")
+local scrub = require("moat.scrub")
 
 local M = {}
 
@@ -40,47 +42,63 @@ local function _json(s)
   return (s:gsub('[%z\1-\31"\\]', function(c) return JSON_ESC[c] or ("\\u%04x"):format(c:byte()) end))
 end
 
--- Returns the set of patterns a masker must look for, derived independently of the C code.
+-- Returns the set of patterns a masker must look for, derived independently of moat.scrub:
+-- for each value of at least `min` bytes, the value, its lines of at least `min` bytes, its
+-- four base64 forms, its URL and JSON escapes.
 function M.patterns(values, min)
   local set = {}
-  local function add(p) if #p >= min then set[p] = true end end
   for _, v in ipairs(values) do
-    add(v)
-    if v:find("\n", 1, true) then
-      for line in (v .. "\n"):gmatch("([^\n]*)\n") do add((line:gsub("\r$", ""))) end
+    if #v >= min then
+      set[v] = true
+      if v:find("\n", 1, true) then
+        for line in (v .. "\n"):gmatch("([^\n]*)\n") do
+          line = line:gsub("\r$", "")
+          if #line >= min then set[line] = true end
+        end
+      end
+      set[_base64(v, false, true)] = true
+      set[_base64(v, false, false)] = true
+      set[_base64(v, true, true)] = true
+      set[_base64(v, true, false)] = true
+      set[_percent(v)] = true
+      set[_json(v)] = true
     end
-    add(_base64(v, false, true))
-    add(_base64(v, false, false))
-    add(_base64(v, true, true))
-    add(_base64(v, true, false))
-    add(_percent(v))
-    add(_json(v))
   end
   return set
 end
 
--- The reference: at each position replace the longest pattern that starts there.
+-- The reference: at each position replace the longest pattern that starts there. Returns the
+-- output and, per output token, its input start (0-based) and the output length after it.
 function M.reference(input, set, repl)
   local lens = {}
   for p in pairs(set) do lens[#p] = true end
   local sizes = {}
   for n in pairs(lens) do sizes[#sizes + 1] = n end
   table.sort(sizes, function(a, b) return a > b end)
-  local out, i = {}, 1
+  local out, marks, len, i = {}, {}, 0, 1
   while i <= #input do
     local hit = nil
     for _, n in ipairs(sizes) do
-      if set[input:sub(i, i + n - 1)] and i + n - 1 <= #input then hit = n break end
+      if i + n - 1 <= #input and set[input:sub(i, i + n - 1)] then hit = n break end
     end
-    if hit then
-      out[#out + 1] = repl
-      i = i + hit
-    else
-      out[#out + 1] = input:sub(i, i)
-      i = i + 1
-    end
+    local tok = hit and repl or input:sub(i, i)
+    out[#out + 1] = tok
+    len = len + #tok
+    marks[#marks + 1] = { start = i - 1, len = len }
+    i = i + (hit or 1)
   end
-  return table.concat(out)
+  return table.concat(out), marks
+end
+
+-- How much output must be out after n input bytes when at most `bound` may be held back:
+-- every token that starts before n - bound is decided by then.
+local function _due(marks, n, bound)
+  local need = 0
+  for _, mk in ipairs(marks) do
+    if mk.start >= n - bound then break end
+    need = mk.len
+  end
+  return need
 end
 
 -- Splits the fuzz input into its parts (see the header).
@@ -114,30 +132,41 @@ local function _chunks(stream, points)
   return chunks
 end
 
+-- scrub.patterns with scrub.MIN set to `min` for the call.
+local function _scrub_patterns(values, min)
+  local saved = scrub.MIN
+  scrub.MIN = min
+  local ok, res = pcall(scrub.patterns, values)
+  scrub.MIN = saved
+  if not ok then error(res, 0) end
+  return res
+end
+
 -- Checks one input; raises on any broken property.
 function M.check(data)
   local c = M.decode(data)
-  local opts = { min = c.min, replacement = c.repl or nil }
   local want = M.patterns(c.values, c.min)
-  local got, longest = {}, 0
-  for _, p in ipairs(mask.patterns(c.values, opts)) do
-    assert(want[p], "mask.patterns derived a pattern the reference does not")
-    assert(not got[p], "mask.patterns listed a pattern twice")
+  local list, got, longest = _scrub_patterns(c.values, c.min), {}, 0
+  for _, p in ipairs(list) do
+    assert(want[p], "scrub.patterns derived a pattern the reference does not")
+    assert(not got[p], "scrub.patterns listed a pattern twice")
     got[p] = true
     longest = math.max(longest, #p)
   end
-  for p in pairs(want) do assert(got[p], "mask.patterns missed a pattern the reference derives") end
-  local expect = M.reference(c.stream, want, c.repl or "<concealed by moat>")
-  local m <close> = mask.new(c.values, opts)
-  local out = {}
+  for p in pairs(want) do assert(got[p], "scrub.patterns missed a pattern the reference derives") end
+  local repl = c.repl or scrub.PLACEHOLDER
+  local expect, marks = M.reference(c.stream, want, repl)
+  local bound = math.max(longest - 1, 0)
+  local m <close> = mask.new(list, repl)
+  local out, fed = {}, 0
   for _, chunk in ipairs(_chunks(c.stream, c.points)) do
     out[#out + 1] = m:feed(chunk)
+    fed = fed + #chunk
     local so_far = table.concat(out)
     assert(expect:sub(1, #so_far) == so_far, "masker output differs from the reference")
-    assert(m:held() <= math.max(longest - 1, 0), "masker holds back more than the longest pattern - 1")
+    assert(#so_far >= _due(marks, fed, bound), "masker holds back more than the longest pattern - 1")
   end
   out[#out + 1] = m:finish()
-  assert(m:held() == 0, "masker holds bytes after finish")
   assert(table.concat(out) == expect, "masker output differs from the reference at the end")
   if next(want) == nil then assert(expect == c.stream, "output without patterns is not the input") end
 end
