@@ -1,11 +1,13 @@
 -- What the AWS backends (ssm, awssm) share about driving the aws CLI: region names, running a
 -- call, and turning the CLI's error texts into failures people can act on. Not a backend.
+local scrub = require("moat.scrub")
+
 local M = {}
 
 M.INSTALL_FIX = "install the AWS CLI (https://aws.amazon.com/cli/ or your package manager) "
   .. "and make sure `aws` is on PATH"
 M.MAX_SAID = 400
-M.HIDDEN = "<concealed by moat>"
+M.HIDDEN = scrub.PLACEHOLDER
 
 local _NOT_INSTALLED = "the aws CLI is not installed or not on PATH"
 
@@ -28,26 +30,14 @@ function M.where(region)
   return region and ("region " .. region) or "the CLI's default region"
 end
 
--- Takes text and a list of values; returns it with each value (and each longer line of a
--- multi-line one) replaced by M.HIDDEN.
+-- Takes text and a list of values (anything but strings is skipped); returns it with every
+-- form of each value that moat.scrub hides replaced by M.HIDDEN.
 function M.conceal(text, values)
   local list = {}
   for _, v in ipairs(values or {}) do
-    if type(v) == "string" and #v > 0 then
-      list[#list + 1] = v
-      if v:find("[\r\n]") then
-        for line in v:gmatch("[^\r\n]+") do
-          if #line >= 4 then list[#list + 1] = line end
-        end
-      end
-    end
+    if type(v) == "string" then list[#list + 1] = v end
   end
-  table.sort(list, function(a, b) return #a > #b end)
-  for _, v in ipairs(list) do
-    -- Every non-alphanumeric byte escaped with % matches itself: a plain-text search.
-    text = text:gsub(v:gsub("%W", "%%%0"), M.HIDDEN)
-  end
-  return text
+  return scrub.replace(text, list)
 end
 
 -- Takes CLI output, values to conceal and an optional cap; returns the one line worth showing
