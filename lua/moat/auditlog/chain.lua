@@ -139,6 +139,7 @@ function M.verify(home, opts)
   end
   rep.key = key
   rep.ok = #rep.problems == 0
+  rep.problems = json.array(rep.problems)
   return rep, chain
 end
 

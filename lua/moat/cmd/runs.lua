@@ -1,11 +1,13 @@
--- `moat runs [--json]`: the recorded runs, newest first, with status and verification.
+-- `moat runs [--name NAME] [--json]`: the recorded runs, newest first, with status and verification.
 local args = require("moat.args")
 local auditlog = require("moat.auditlog")
 local cli = require("moat.cli")
+local exit = require("moat.exit")
+local text = require("moat.text")
 
 local M = {}
 
-local SPEC = { ["--json"] = "flag" }
+local SPEC = { ["--json"] = "flag", ["--name"] = "value" }
 
 -- Returns the status text of a run summary: "finished (exit N)", "failed (...)" or "unfinished".
 function M.status(e)
@@ -37,11 +39,15 @@ local function _json(list)
   return assert(json.encode(json.array(out), { canonical = true })) .. "\n"
 end
 
-local function _table(list)
-  if #list == 0 then return "no runs recorded under " .. auditlog.runs_dir() .. "\n" end
+local function _table(list, name)
+  if #list == 0 then
+    local where = "no runs recorded under " .. text.escape(auditlog.runs_dir())
+    return (name and ("no runs named %s; %s"):format(text.show(name), where) or where) .. "\n"
+  end
   local rows = { { "RUN", "NAME", "STARTED", "STATUS", "VERIFIES" } }
   for _, e in ipairs(list) do
-    rows[#rows + 1] = { e.id, tostring(e.name or "?"), tostring(e.started or "?"), M.status(e), M.verifies(e) }
+    rows[#rows + 1] = { text.escape(e.id), text.show(e.name or "?"), text.escape(e.started or "?"),
+      text.escape(M.status(e)), M.verifies(e) }
   end
   local width = {}
   for _, r in ipairs(rows) do
@@ -63,8 +69,10 @@ function M.main(argv, ctx)
   local opts, pos = args.parse(argv, SPEC)
   if not opts then cli.usage_error(ctx, pos) end
   if #pos > 0 then cli.usage_error(ctx, "moat runs takes no arguments") end
-  local list = auditlog.list()
-  io.stdout:write(opts.json and _json(list) or _table(list))
+  local _, herr = auditlog.home()
+  if herr then exit.fail(exit.CONFIG, herr) end
+  local list = auditlog.list({ name = opts.name })
+  io.stdout:write(opts.json and _json(list) or _table(list, opts.name))
   return 0
 end
 
