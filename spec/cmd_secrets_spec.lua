@@ -99,6 +99,7 @@ local DATA = {
 setup(function()
   root = t.tmpdir()
   home = root .. "/home"
+  require("lfs").mkdir(home)
   luadir = root .. "/lua"
   for name, src in pairs(BACKENDS) do
     t.write(luadir .. "/moat/backends/" .. name .. ".lua", (src:gsub("FIX", FIX)))
@@ -162,6 +163,28 @@ secrets:
     local log = oplog()
     assert.equal(2, #log)
     assert.equal("op inject", log[1].args)
+    t.rmtree(ws)
+  end)
+
+  it("audits --resolve like a run: a record per secret, no container records, signed", function()
+    local ws = workspace("secrets:\n  DB: op://v/app/db\n  BAD: op://v/nope/x\n")
+    local code = t.moat({ "secrets", "check", "--resolve", ws }, { env = env() })
+    assert.equal(69, code)
+    local json = require("moat.c.json")
+    local runs = {}
+    for f in require("lfs").dir(home .. "/.moat/runs") do
+      if f:sub(1, 1) ~= "." then runs[#runs + 1] = f end
+    end
+    table.sort(runs)
+    local types, text = {}, ""
+    for l in io.lines(home .. "/.moat/runs/" .. runs[#runs] .. "/audit.jsonl") do
+      types[#types + 1] = json.decode(l).type
+      text = text .. l
+    end
+    assert.same({ "run.started", "secret.resolved", "secret.failed", "run.finished" }, types)
+    assert_no_values(VALUES, text, "")
+    code = t.moat({ "audit", "--last", "--verify" }, { env = env() })
+    assert.equal(0, code)
     t.rmtree(ws)
   end)
 
@@ -255,7 +278,7 @@ secrets:
     local code, out, err = t.moat({ "secrets", "check", ws, "--resolve", "-v", "-v" }, { env = env() })
     assert.equal(69, code)
     assert.matches("failed  C  leaky", out, 1, true)
-    assert.matches("cli said: error: cannot fetch; the value was <value hidden> <value hidden>", out, 1, true)
+    assert.matches("cli said: error: cannot fetch; the value was <concealed by moat> <concealed by moat>", out, 1, true)
     assert_no_values({ "echoed-value-one", "echoed-value-two" }, out, err)
     t.rmtree(ws)
   end)

@@ -159,7 +159,7 @@ describe("fault injection", function()
       local code, out, err = moat({ "run", "-v", "-v", ws, "--runtime", "host", "--", "touch", "ran" },
         { FAULT_MODE = "echo" })
       assert.equal(69, code, err)
-      assert.matches("the value was <value hidden>", err, 1, true)
+      assert.matches("the value was <concealed by moat>", err, 1, true)
       nothing_left(out, err)
     end)
   end)

@@ -170,7 +170,7 @@ describe("leak checks", function()
         assert.matches("BAD (op://vault/item/missing", err, 1, true)
         assert.matches("LFAIL (leaky://fail, backend leaky)", err, 1, true)
         assert.matches("LRAISE (leaky://raise, backend leaky)", err, 1, true)
-        hidden = hidden or err:find("<value hidden>", 1, true) ~= nil
+        hidden = hidden or err:find("<concealed by moat>", 1, true) ~= nil
         debug = debug or err:find("moat: debug: backend leaky: fetched", 1, true) ~= nil
         code, out, err = moat(args("secrets", "check", ws, "--resolve"), extra)
         assert.equal(69, check(code, out, err, "moat secrets check --resolve"))

@@ -98,7 +98,7 @@ end
 -- four spaces, and cut to the cap (plus "...").
 function M.text(text, values, cap)
   text = M.replace(tostring(text or ""), values)
-  text = text:gsub("\r?\n$", ""):gsub("[%z\1-\9\11-\31\127]", function(c) return ("\\x%02x"):format(c:byte()) end)
+  text = require("moat.text").escape(text:gsub("\r?\n$", ""), true)
   -- Continuation lines are indented so a backend's text can never pass for a line of moat's own.
   text = text:gsub("\n", "\n    ")
   cap = cap or M.CAP

@@ -2,6 +2,7 @@
 -- backend's resolve as a task so all backends work at once, and collects every failure.
 -- Values stay in res.values; everything else this module produces is safe to print.
 local registry = require("moat.registry")
+local scrub = require("moat.scrub")
 local show = require("moat.text").show
 local count = require("moat.text").count
 
@@ -11,44 +12,6 @@ M.MAX_VALUE = 128 * 1024          -- bytes; larger values are refused by name
 M.OUTPUT_CAP = 16 * 1024 * 1024   -- bytes a backend process may print before it is killed
 M.DEFAULT_TIMEOUT = 60            -- seconds per backend call
 M.DEFAULT_JOBS = 8                -- backend processes alive at once
-M.MASK_MIN = 4                    -- shorter values are too common to strip from messages
-M.HIDDEN = "<value hidden>"
-
--- Returns `text` with every value in `values` (and each line of multi-line ones) replaced,
--- control characters escaped and the length capped: safe to show to people.
-function M.sanitize(text, values, cap)
-  text = tostring(text or "")
-  local list = {}
-  for _, v in ipairs(values or {}) do
-    if #v >= M.MASK_MIN then list[#list + 1] = v end
-    if v:find("\n", 1, true) then
-      for line in v:gmatch("[^\r\n]+") do
-        if #line >= M.MASK_MIN then list[#list + 1] = line end
-      end
-    end
-  end
-  table.sort(list, function(a, b) return #a > #b end)
-  for _, v in ipairs(list) do
-    local out, pos = {}, 1
-    while true do
-      local s, e = text:find(v, pos, true)
-      if not s then break end
-      out[#out + 1] = text:sub(pos, s - 1)
-      out[#out + 1] = M.HIDDEN
-      pos = e + 1
-    end
-    if pos > 1 then
-      out[#out + 1] = text:sub(pos)
-      text = table.concat(out)
-    end
-  end
-  text = text:gsub("\r?\n$", ""):gsub("[%z\1-\9\11-\31\127]", function(c) return ("\\x%02x"):format(c:byte()) end)
-  -- Continuation lines are indented so a backend's text can never pass for a line of moat's own.
-  text = text:gsub("\n", "\n    ")
-  cap = cap or 500
-  if #text > cap then text = text:sub(1, cap) .. "..." end
-  return text
-end
 
 -- Returns nil when `value` may be handed over, else why not.
 local function _refuse(value)
@@ -146,7 +109,7 @@ local function _context(scheme, state)
     local vals = {}
     for _, v in ipairs(state.known) do vals[#vals + 1] = v end
     for _, v in ipairs(extra or {}) do vals[#vals + 1] = v end
-    return M.sanitize(text, vals)
+    return scrub.text(text, vals)
   end
 
   ctx.log = function(...)
@@ -188,7 +151,7 @@ local function _run_backend(scheme, group, state)
     ctx = _context(scheme, state)
     local ok, e = pcall(mod.resolve, group.requests, ctx)
     if not ok then
-      local why = M.sanitize(tostring(e), state.known, 300)
+      local why = scrub.text(tostring(e), state.known, 300)
       for _, req in ipairs(group.requests) do
         state.settle(scheme, req, false, { kind = "backend_error",
           reason = "the backend raised an error: " .. why,
@@ -269,8 +232,8 @@ local function _record(s, o, state)
   if not o.ok then
     -- Last line of defence: strip every value moat knows from what people will read.
     rec.kind = o.kind
-    rec.reason = M.sanitize(o.reason, state.known)
-    rec.fix = o.fix and M.sanitize(o.fix, state.known) or nil
+    rec.reason = scrub.text(o.reason, state.known)
+    rec.fix = o.fix and scrub.text(o.fix, state.known) or nil
   end
   return rec, o.ok and o.value or nil
 end
@@ -343,7 +306,7 @@ function M.check(plan, opts)
         if not mod.check then return end
         local ok, good, reason, fix = pcall(mod.check, _context(c.backend, state))
         if not ok then
-          c.ok, c.reason = false, "the backend's check raised an error: " .. M.sanitize(tostring(good), {}, 300)
+          c.ok, c.reason = false, "the backend's check raised an error: " .. scrub.text(tostring(good), {}, 300)
         elseif not good then
           c.ok, c.reason, c.fix = false, reason or "the backend is not usable", fix
         end

@@ -7,6 +7,7 @@ local M = {}
 
 M.GRACE_MS = 10000     -- after a forwarded TERM/HUP, how long the command has to stop by itself
 M.CAP = 64 * 1024 * 1024
+M.LINGER_MS = 2000     -- after a forced stop, how long pipes held by escaped processes may stay open
 
 local function _now()
   return require("moat.c.system").monotonic_ms()
@@ -41,99 +42,99 @@ end
 --   on_signal = fn(name, count), grace_ms.
 -- Returns { status, code, signal, signals = {names}, forced = bool, ms } | nil, message, errno
 -- when the client could not be started.
+local function _maskers(opts)
+  local masking = opts.mask and #opts.mask > 0
+  local m = { out = masking and opts.mask_stdout or nil, err = masking and opts.mask_stderr or nil }
+  local scrub = require("moat.scrub")
+  if m.out then m.out = scrub.masker(opts.mask) end
+  if m.err then m.err = scrub.masker(opts.mask) end
+  return m
+end
+
+local function _spawn(launch, maskers)
+  local stream = (maskers.out or maskers.err) and true or nil
+  return proc.spawn(launch.argv, {
+    env = launch.env, cwd = launch.cwd, stdin = launch.stdin,
+    stdout = maskers.out and "pipe" or "inherit", stderr = maskers.err and "pipe" or "inherit",
+    stream = stream, cap = stream and M.CAP or nil, group = launch.group ~= false,
+  })
+end
+
+-- Relays what the client printed since the last call through the maskers.
+local function _relay(st)
+  if not (st.maskers.out or st.maskers.err) then return end
+  local o, e = st.p:drain()
+  if st.maskers.out and o and #o > 0 then st.write_out(st.maskers.out:feed(o)) end
+  if st.maskers.err and e and #e > 0 then st.write_err(st.maskers.err:feed(e)) end
+end
+
+-- Kills the client's group and removes the container (once).
+local function _force(st)
+  if st.forced then return end
+  st.forced = true
+  st.p:kill("KILL")
+  if st.launch.cleanup then _quiet(st.launch.cleanup, st.launch.env) end
+  -- Pipes held by a process that left the group never close: stop waiting for them then.
+  st.deadline = _now() + M.LINGER_MS
+end
+
+local function _on_signal(st, num)
+  local name = signal.name(num) or tostring(num)
+  st.signals[#st.signals + 1] = name
+  if st.opts.on_signal then st.opts.on_signal(name, #st.signals) end
+  if st.p:done() then return end
+  if #st.signals > 1 then return _force(st) end
+  local argv = st.launch.signal and st.launch.signal(name)
+  if argv then _quiet(argv, st.launch.env) else st.p:kill(name) end
+  -- INT may just interrupt what the command is doing; TERM and HUP ask it to end.
+  if name ~= "INT" then st.deadline = _now() + (st.opts.grace_ms or M.GRACE_MS) end
+end
+
+-- Waits until the client is done, relaying output and handling signals; returns its result.
+local function _wait(st)
+  while not st.p:done() do
+    local wait = 1000
+    if st.deadline then wait = math.max(1, math.min(wait, st.deadline - _now())) end
+    proc.wait({ st.p }, wait)
+    _relay(st)
+    for _, num in ipairs(signal.pending()) do _on_signal(st, num) end
+    if st.deadline and not st.p:done() and _now() >= st.deadline then
+      if st.forced then return st.p:terminate(0) end
+      _force(st)
+    end
+  end
+  return st.p:result()
+end
+
+-- Runs `launch` (see moat.runtime) in the foreground until it ends. opts:
+--   mask = array of values to conceal in the output (nil/empty: no masking),
+--   mask_stdout / mask_stderr = bool (which streams go through the masker),
+--   stdout / stderr = fn(data) writers (default: moat's own), on_signal = fn(name, count), grace_ms.
+-- Returns { status, code, signal, signals = {names}, forced = bool, ms } | nil, message, errno
+-- when the client could not be started. The maskers are built before the spawn: if one
+-- cannot be, nothing has run.
 function M.run(launch, opts)
   opts = opts or {}
-  local masking = opts.mask and #opts.mask > 0
-  local mask_out = masking and opts.mask_stdout
-  local mask_err = masking and opts.mask_stderr
-  local stream = mask_out or mask_err
-  -- The maskers are built before the spawn: if one cannot be, nothing has run.
-  local maskers = {}
-  local mask
-  if stream then mask = require("moat.c.mask") end
-  if mask_out then maskers.out = mask.new(opts.mask) end
-  if mask_err then maskers.err = mask.new(opts.mask) end
-  local write_out = opts.stdout or _writer(io.stdout)
-  local write_err = opts.stderr or _writer(io.stderr)
-  local caught = { "INT", "TERM", "HUP" }
-  signal.catch(caught)
+  local st = { launch = launch, opts = opts, maskers = _maskers(opts), signals = {}, forced = false,
+    write_out = opts.stdout or _writer(io.stdout), write_err = opts.stderr or _writer(io.stderr) }
+  signal.catch({ "INT", "TERM", "HUP" })
   local started = _now()
-  local p, err, errno = proc.spawn(launch.argv, {
-    env = launch.env, cwd = launch.cwd, stdin = launch.stdin,
-    stdout = mask_out and "pipe" or "inherit", stderr = mask_err and "pipe" or "inherit",
-    stream = stream or nil, cap = stream and M.CAP or nil, group = launch.group ~= false,
-  })
+  local p, err, errno = _spawn(launch, st.maskers)
   if not p then
     signal.restore()
     return nil, err, errno
   end
-  if opts.on_start then
-    -- If recording the start fails (say, the audit log is full), the container must not
-    -- outlive moat: kill the client, remove the container, then let the error through.
-    local ok, e = pcall(opts.on_start, p:pid())
-    if not ok then
-      p:kill("KILL")
-      if launch.cleanup then _quiet(launch.cleanup, launch.env) end
-      p:close()
-      signal.restore()
-      error(e, 0)
-    end
-  end
-
-  local function relay()
-    if not stream then return end
-    local o, e = p:drain()
-    if maskers.out and o and #o > 0 then write_out(maskers.out:feed(o)) end
-    if maskers.err and e and #e > 0 then write_err(maskers.err:feed(e)) end
-  end
-
-  local signals, forced, deadline = {}, false, nil
-  local grace = opts.grace_ms or M.GRACE_MS
-  local function force()
-    if forced then return end
-    forced = true
-    p:kill("KILL")
-    if launch.cleanup then _quiet(launch.cleanup, launch.env) end
-  end
-  local function forward(name)
-    local argv = launch.signal and launch.signal(name)
-    if argv then
-      _quiet(argv, launch.env)
-    else
-      p:kill(name)
-    end
-  end
-
-  while not p:done() do
-    local wait = 1000
-    if deadline then wait = math.max(0, math.min(wait, deadline - _now())) end
-    proc.wait({ p }, wait)
-    relay()
-    for _, num in ipairs(signal.pending()) do
-      local name = signal.name(num) or tostring(num)
-      signals[#signals + 1] = name
-      if opts.on_signal then opts.on_signal(name, #signals) end
-      if p:done() then break end
-      if #signals == 1 then
-        forward(name)
-        -- INT may just interrupt what the command is doing; TERM and HUP ask it to end.
-        if name ~= "INT" then deadline = _now() + grace end
-      else
-        force()
-      end
-    end
-    if deadline and not p:done() and _now() >= deadline then force() end
-  end
-  relay()
-  if maskers.out then write_out(maskers.out:finish()) end
-  if maskers.err then write_err(maskers.err:finish()) end
-  local r = p:result()
+  st.p = p
+  local r = _wait(st)
+  _relay(st)
+  if st.maskers.out then st.write_out(st.maskers.out:finish()) end
+  if st.maskers.err then st.write_err(st.maskers.err:finish()) end
   p:close()
   signal.restore()
   -- A client that died by a signal may leave its container running; remove it by name.
-  if not forced and launch.cleanup and (r.signal or #signals > 0) then _quiet(launch.cleanup, launch.env) end
+  if not st.forced and launch.cleanup and (r.signal or #st.signals > 0) then _quiet(launch.cleanup, launch.env) end
   return {
-    status = M.status(r), code = r.code, signal = r.signal, signals = signals, forced = forced,
+    status = M.status(r), code = r.code, signal = r.signal, signals = st.signals, forced = st.forced,
     ms = _now() - started,
   }
 end
