@@ -22,7 +22,7 @@ DEB_PKGS := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted lua-files
             libclang-rt-14-dev valgrind
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all test bench deps install rock-install clean asan test-asan valgrind fuzz fuzz-replay lint
+.PHONY: all test check bench deps install rock-install clean asan test-asan valgrind fuzz fuzz-replay lint
 all: $(BUILD)/moat $(MOD_SOS)
 
 $(BUILD)/modlist.h: Makefile $(wildcard src/*.c) | $(BUILD)/obj
@@ -46,6 +46,17 @@ $(BUILD)/lib/moat/c/%.so: $(BUILD)/obj/%.o | $(BUILD)/lib/moat/c
 test: all
 	spec/run
 
+# The quick loop: every spec but those named below, in well under a minute. A spec joins by
+# being a spec/*_spec.lua; it stays out only if it starts real daemons (integration_*), runs
+# the suite again (sanitizers), builds and installs copies (install), or drives moat through
+# timed kill and fault scenarios (leaks, faults). `make test` runs all of them.
+SPECS       := $(wildcard spec/*_spec.lua)
+SLOW_SPECS  := $(wildcard spec/integration_*_spec.lua) spec/sanitizers_spec.lua spec/install_spec.lua \
+               spec/leaks_spec.lua spec/faults_spec.lua
+CHECK_SPECS := $(filter-out $(SLOW_SPECS),$(SPECS))
+check: all
+	spec/run $(CHECK_SPECS)
+
 bench: all
 	spec/bench/run
 	lua5.4 spec/bench/overhead.lua
@@ -59,7 +70,8 @@ asan:
 # in build-asan/lua/bin beside an include/ with Lua's headers, so luarocks, which derives
 # its Lua prefix from the interpreter on PATH, still finds them. Leak checking is off because
 # the interpreter exits without freeing its state (valgrind covers leaks). Reports go to
-# files under build-asan/reports; any report fails the target.
+# files under build-asan/reports; any report fails the target. sanitizers_spec.lua, which runs
+# this target, stays out.
 ASAN_REPORTS := $(CURDIR)/build-asan/reports
 LUA_INCDIR   := $(or $(patsubst -I%,%,$(firstword $(filter -I%,$(LUA_CFLAGS)))),/usr/include/lua5.4)
 build-asan/unpreload.so: spec/asan/unpreload.c
@@ -77,7 +89,7 @@ test-asan: asan build-asan/unpreload.so build-asan/lua/bin/lua5.4
 	MOAT_BUILD=$(CURDIR)/build-asan \
 	ASAN_OPTIONS=detect_leaks=0:log_path=$(ASAN_REPORTS)/asan \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(ASAN_REPORTS)/ubsan \
-	  spec/run; status=$$?; \
+	  spec/run $(filter-out spec/sanitizers_spec.lua,$(SPECS)); status=$$?; \
 	if [ -n "$$(ls -A $(ASAN_REPORTS))" ]; then cat $(ASAN_REPORTS)/*; echo "sanitizer findings above"; exit 1; fi; \
 	exit $$status
 

@@ -10,17 +10,6 @@ M.IMAGE = "moat-test-busybox:latest"
 M.APPLETS = { "sh", "echo", "cat", "sleep", "env", "base64", "ls", "printf", "true", "false", "kill", "test",
   "head", "od", "touch", "rm", "mkdir", "id", "dd", "tr", "wc", "seq", "yes", "xargs", "stat", "sed", "grep" }
 
-local function _which(name)
-  for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
-    local f = io.open(dir .. "/" .. name, "rb")
-    if f then
-      f:close()
-      return dir .. "/" .. name
-    end
-  end
-  return nil
-end
-
 -- Finds a statically linked busybox (busybox-static) for the image; returns its path | nil.
 function M.busybox()
   for _, p in ipairs({ "/bin/busybox", "/usr/bin/busybox" }) do
@@ -59,7 +48,7 @@ end
 function M.start()
   local sys = require("moat.c.system")
   if sys.getuid() ~= 0 then return nil, "dockerd needs root" end
-  if not _which("dockerd") or not _which("docker") then return nil, "docker.io is not installed" end
+  if not t.which("dockerd") or not t.which("docker") then return nil, "docker.io is not installed" end
   if not M.busybox() then return nil, "busybox-static is not installed" end
   local dir = t.tmpdir()
   local sock = dir .. "/docker.sock"

@@ -41,17 +41,57 @@ function M.tmpdir()
   return p
 end
 
--- Writes `text` to `path`, creating parent directories.
+-- Writes `text` to `path` (absolute), creating parent directories.
 function M.write(path, text)
   local lfs = require("lfs")
   local dir = ""
-  for part in path:match("^(.*)/[^/]*$"):gmatch("[^/]+") do
+  for part in (path:match("^(.*)/[^/]*$") or ""):gmatch("[^/]+") do
     dir = dir .. "/" .. part
     lfs.mkdir(dir)
   end
   local f = assert(io.open(path, "wb"))
   f:write(text)
   f:close()
+end
+
+-- Returns the whole of file `path`, or nil and why when it cannot be read.
+function M.read(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Returns the whole of file `path`; raises when it cannot be read.
+function M.slurp(path)
+  return assert(M.read(path))
+end
+
+-- True when something (file, directory, anything but a dangling link) exists at `path`.
+function M.exists(path)
+  return require("lfs").attributes(path, "mode") ~= nil
+end
+
+-- Returns the path of program `name` on PATH (an executable file), or nil.
+function M.which(name)
+  local lfs = require("lfs")
+  for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
+    local p = dir .. "/" .. name
+    local attr = lfs.attributes(p)
+    if attr and attr.mode == "file" and attr.permissions:find("x", 1, true) then return p end
+  end
+  return nil
+end
+
+-- The fake CLIs (op, vault, gcloud, az, pass) that specs put first on PATH (found from this
+-- file, so that the benchmarks, which set no MOAT_ROOT, can load this module too).
+M.FAKE_BIN = (debug.getinfo(1, "S").source:match("^@(.*)/support/moat%.lua$") or "spec") .. "/fixtures/bin"
+if M.FAKE_BIN:sub(1, 1) ~= "/" then M.FAKE_BIN = (os.getenv("PWD") or ".") .. "/" .. M.FAKE_BIN end
+
+-- Returns PATH with the fake CLIs first.
+function M.fake_path()
+  return M.FAKE_BIN .. ":" .. (os.getenv("PATH") or "/usr/bin:/bin")
 end
 
 -- Removes a directory tree.

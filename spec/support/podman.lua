@@ -12,7 +12,7 @@ M.IMAGE = "localhost/moat-test-busybox:latest"
 function M.start()
   local sys = require("moat.c.system")
   if sys.getuid() ~= 0 then return nil, "the podman setup here needs root" end
-  if t.exec({ "sh", "-c", "command -v podman && command -v runc" }).code ~= 0 then
+  if not t.which("podman") or not t.which("runc") then
     return nil, "podman or runc is not installed"
   end
   if not dockerd.busybox() then return nil, "busybox-static is not installed" end
