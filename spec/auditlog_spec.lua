@@ -6,21 +6,11 @@ local lfs = require("lfs")
 local proc = require("moat.c.proc")
 local sys = require("moat.c.system")
 local t = require("support.moat")
+local need = require("support.need")
 
 local WRITER = MOAT_ROOT .. "/spec/fixtures/audit/batch_writer.lua"
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function spit(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local slurp, spit = t.slurp, t.write
 
 local function lines_of(path)
   local out = {}
@@ -270,6 +260,88 @@ describe("moat.auditlog", function()
       assert.equal(2, rep.records)
       assert.is_nil(rep.bad_seq)
       assert.matches("no signature", rep.reason)
+    end)
+  end)
+
+  describe("group commit", function()
+    it("keeps records in memory until commit, then writes them after the tail", function()
+      local run = assert(auditlog.start(started_fields()))
+      assert.equal(0, count_lines(run.path))
+      for i = 1, 3 do
+        assert(run:record("secret.resolved", { name = "S" .. i, backend = "env", ref = "env://S", ms = i }))
+      end
+      assert.equal(0, count_lines(run.path))
+      assert.is_true(run:commit())
+      assert.equal(4, count_lines(run.path))
+      assert.is_true(run:commit())
+      assert.equal(4, count_lines(run.path))
+      assert(run:finish({ outcome = "exited", exit = 0 }))
+      assert.is_true(auditlog.verify(run.dir).ok)
+    end)
+
+    it("writes a batch with one append when the log takes several lines at once", function()
+      local run = assert(auditlog.start(started_fields()))
+      local real, calls = run._log, {}
+      -- A log whose append_lines (the C primitive this stands in for) takes the whole batch;
+      -- lock, tail and unlock go to the real log.
+      run._log = {
+        lock = function() return real:lock() end,
+        unlock = function() return real:unlock() end,
+        tail = function() return real:tail() end,
+        append = function() error("a batch of several records must not be appended line by line") end,
+        append_lines = function(_, text)
+          calls[#calls + 1] = text
+          for line in text:gmatch("[^\n]*\n") do assert(real:append(line)) end
+          return true
+        end,
+      }
+      for i = 1, 3 do
+        assert(run:record("secret.resolved", { name = "S" .. i, backend = "env", ref = "env://S", ms = i }))
+      end
+      assert.is_true(run:commit())
+      assert.equal(1, #calls)
+      local n = 0
+      for _ in calls[1]:gmatch("\n") do n = n + 1 end
+      assert.equal(4, n)
+      run._log = real
+      assert(run:finish({ outcome = "exited", exit = 0 }))
+      assert.is_true(auditlog.verify(run.dir).ok)
+    end)
+
+    it("chains a batch anew when another writer appended since it was built", function()
+      local run = assert(auditlog.start(started_fields()))
+      assert(run:commit())
+      local other = assert(auditlog.open(run.dir))
+      local mine = assert(run:record("secret.resolved", { name = "MINE", backend = "env", ref = "env://A", ms = 1 }))
+      assert.equal(2, mine.seq)
+      assert(other:record("secret.resolved", { name = "OTHER", backend = "env", ref = "env://B", ms = 2 }))
+      assert(other:commit())
+      other:close()
+      assert(run:commit())
+      assert.equal(3, mine.seq)
+      local recs = auditlog.read(run.dir)
+      assert.same({ "OTHER", "MINE" }, { recs[2].data.name, recs[3].data.name })
+      assert(run:finish({ outcome = "exited", exit = 0 }))
+      assert.is_true(auditlog.verify(run.dir).ok)
+    end)
+
+    it("reports an unwritable home at start, as an I/O failure, with nothing launched", function()
+      spit(tmp .. "/file", "x")
+      auditlog.set_home(tmp .. "/file")
+      local run, err, kind = auditlog.start(started_fields())
+      assert.is_nil(run)
+      assert.equal("io", kind)
+      assert.matches("^audit log: cannot create directory", err)
+      auditlog.set_home(home)
+      assert(auditlog.ensure_keys())
+      assert(lfs.mkdir(home .. "/runs.jsonl.d"))
+      os.remove(home .. "/runs.jsonl")
+      assert(lfs.mkdir(home .. "/runs.jsonl"))
+      run, err, kind = auditlog.start(started_fields())
+      assert.is_nil(run)
+      assert.equal("io", kind)
+      assert.matches("runs.jsonl", err)
+      assert.same({}, auditlog.ids())
     end)
   end)
 
@@ -624,7 +696,7 @@ describe("moat.auditlog", function()
       assert(lfs.mkdir(mnt))
       local m = t.exec({ "mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", mnt })
       if m.code ~= 0 then
-        pending("cannot mount a tmpfs here (" .. m.stderr:gsub("\n", " ") .. "); the LD_PRELOAD cases cover it")
+        pending(need.missing("a tmpfs mount", m.stderr:gsub("\n", " ") .. " (the LD_PRELOAD cases cover it)"))
         return
       end
       local ok, err = pcall(function()

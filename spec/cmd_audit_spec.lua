@@ -231,8 +231,8 @@ describe("moat audit / moat runs", function()
       local code, out = moat("audit", "--verify", "--key", "ed25519:" .. string.rep("1", 64))
       assert.equal(1, code)
       assert.matches("not by the pinned key", out)
-      local err
-      code, out, err = moat("audit", "--verify", "--key", "nonsense")
+      local _, err
+      code, _, err = moat("audit", "--verify", "--key", "nonsense")
       assert.equal(64, code)
       assert.matches("neither a fingerprint", err)
       assert.equal(64, (moat("audit", "--key", fp())))
@@ -268,12 +268,13 @@ describe("moat audit / moat runs", function()
 
     it("--export writes a 0600 bundle that --verify FILE checks without a moat home; never overwrites", function()
       local run = finished("alpha", 0)
+      local _
       local file = tmp .. "/run.bundle"
       local code, out, err = moat("audit", run.id, "--export", file)
       assert.equal(0, code, err)
       assert.matches("exported run", out)
       assert.equal("rw-------", require("lfs").attributes(file, "permissions"))
-      code, out, err = moat("audit", "--last", "--export", file)
+      code, _, err = moat("audit", "--last", "--export", file)
       assert.equal(74, code)
       assert.matches("already exists", err)
       local r = t.exec({ MOAT_BIN, "audit", "--verify", file, "--key", fp() },

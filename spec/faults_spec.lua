@@ -3,6 +3,7 @@
 -- full or unwritable $MOAT_HOME; a runtime that is missing or cannot start. Each gives its
 -- named error and documented exit status, launches nothing and leaves nothing behind.
 local t = require("support.moat")
+local need = require("support.need")
 local sys = require("moat.c.system")
 local json = require("moat.c.json")
 local lfs = require("lfs")
@@ -23,9 +24,7 @@ secrets:
 
 math.randomseed(sys.epoch_ms())
 
-local function exists(path)
-  return lfs.attributes(path, "mode") ~= nil
-end
+local exists = t.exists
 
 local function as_nobody(argv)
   local out = { "setpriv", "--reuid=" .. NOBODY, "--regid=" .. NOBODY, "--clear-groups" }
@@ -173,7 +172,7 @@ describe("fault injection", function()
       local m = t.exec({ "mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", mnt })
       if m.code ~= 0 then
         t.rmtree(mnt)
-        pending("cannot mount a tmpfs here: " .. m.stderr:gsub("\n", " "))
+        pending(need.missing("a tmpfs mount", (m.stderr:gsub("\n", " "))))
         return
       end
       local ok, e = pcall(function()
@@ -232,7 +231,7 @@ describe("fault injection", function()
 
     it("an unwritable $MOAT_HOME (owned by root, moat as another user): exit 74, nothing launched", function()
       -- root ignores permissions, so moat runs as nobody; everything else it needs is readable.
-      if sys.getuid() ~= 0 then pending("needs root to run moat as another user") return end
+      if sys.getuid() ~= 0 then return pending(need.missing("root", "needed to run moat as another user")) end
       for _, d in ipairs({ ws, home, tmp, cwd }) do assert.equal(0, t.exec({ "chmod", "0755", d }).code) end
       assert.equal(0, t.exec({ "chown", NOBODY, tmp, cwd }).code)
       assert.equal(0, t.exec({ "chmod", "0777", ws }).code)
@@ -285,7 +284,7 @@ describe("fault injection", function()
     end)
 
     it("the real docker client with no daemon at DOCKER_HOST: 125, no container, audited", function()
-      if not require("moat.runtime").which("docker") then pending("the docker client is not installed") return end
+      if not t.which("docker") then return pending(need.missing("the docker client")) end
       t.write(ws .. "/moat.yaml", "name: faults\nsecrets:\n  TOKEN: env://T_TOKEN\n")
       local code, out, err = moat({ "run", ws, "--runtime", "docker", "--image", "busybox", "--", "touch",
         "/workspace/ran" }, { PATH = os.getenv("PATH"), DOCKER_HOST = "unix://" .. tmp .. "/no-daemon.sock" })
