@@ -84,6 +84,12 @@ function M.which(name)
   return nil
 end
 
+-- True when bubblewrap is installed and can create a sandbox here (it needs user namespaces).
+function M.bwrap_works()
+  return M.which("bwrap") ~= nil
+    and M.exec({ "bwrap", "--ro-bind", "/", "/", "--unshare-all", "--", "true" }).code == 0
+end
+
 -- The fake CLIs (op, vault, gcloud, az, pass) that specs put first on PATH (found from this
 -- file, so that the benchmarks, which set no MOAT_ROOT, can load this module too).
 M.FAKE_BIN = (debug.getinfo(1, "S").source:match("^@(.*)/support/moat%.lua$") or "spec") .. "/fixtures/bin"
