@@ -22,12 +22,7 @@ M.SIGNED_PREFIX = core.SIGNED_PREFIX
 M.hashed_bytes, M.hash, M.serialize = core.hashed_bytes, core.hash, core.serialize
 M.signed_message, M.fingerprint = core.signed_message, core.fingerprint
 
-local function _io(what, err)
-  return nil, ("audit log: %s: %s"):format(what, tostring(err)), "io"
-end
-
-local function _dirname(path) return (path:match("^(.*)/[^/]+/*$")) or "." end
-local function _is_dir(path) return lfs.attributes(path, "mode") == "directory" end
+local _io, _dirname, _is_dir = core.io_fail, core.dirname, core.is_dir
 
 -- Sets the moat home directory for this process (nil: back to $MOAT_HOME or ~/.moat).
 function M.set_home(dir)
@@ -187,7 +182,7 @@ end
 function M.open(dir)
   local sk, err, kind = M.ensure_keys()
   if not sk then return nil, err, kind end
-  return writer.open((dir:match("([^/]+)/*$")), dir, sk)
+  return writer.open(core.basename(dir), dir, sk)
 end
 
 local function _store() return require("moat.auditlog.store") end

@@ -46,7 +46,7 @@ function M.append(path, event, id, head_seq, head, key)
   log:close()
   if entry and new then
     -- The file's entry in $MOAT_HOME must survive a crash as well as its first line.
-    local synced, serr = sys.fsync_dir((path:match("^(.*)/[^/]+$")) or ".")
+    local synced, serr = sys.fsync_dir(core.dirname(path))
     if not synced then return nil, "cannot sync the directory holding " .. path .. ": " .. tostring(serr) end
   end
   return entry, why

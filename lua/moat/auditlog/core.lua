@@ -2,6 +2,7 @@
 -- a record's line and hash, a run's signed message, a key's fingerprint, the lines of a
 -- runs.jsonl entry. Pure functions over strings and tables; no files.
 local json = require("moat.c.json")
+local lfs = require("lfs")
 local sys = require("moat.c.system")
 
 local M = {}
@@ -100,6 +101,18 @@ function M.read_file(path)
   local s = f:read("a")
   f:close()
   return s
+end
+
+-- Returns the last component of a path, and the path without it.
+function M.basename(path) return (path:match("([^/]+)/*$")) or path end
+function M.dirname(path) return (path:match("^(.*)/[^/]+/*$")) or "." end
+
+-- Returns true when `path` is a directory.
+function M.is_dir(path) return lfs.attributes(path, "mode") == "directory" end
+
+-- Returns the failure triple of an audit write: nil, "audit log: what: err", "io".
+function M.io_fail(what, err)
+  return nil, ("audit log: %s: %s"):format(what, tostring(err)), "io"
 end
 
 -- Returns true when `v` decoded from JSON is an object (not an array).

@@ -9,9 +9,7 @@ local verify = require("moat.auditlog.verify")
 
 local M = {}
 
-local function _basename(path) return (path:match("([^/]+)/*$")) or path end
-local function _dirname(path) return (path:match("^(.*)/[^/]+/*$")) or "." end
-local function _is_dir(path) return lfs.attributes(path, "mode") == "directory" end
+local _basename, _dirname, _is_dir = core.basename, core.dirname, core.is_dir
 
 -- Returns the log file and the run directory for a run directory or a log path.
 local function _log_path(path)

@@ -11,9 +11,7 @@ local sys = require("moat.c.system")
 local Run = {}
 Run.__index = Run
 
-local function _io(what, err)
-  return nil, ("audit log: %s: %s"):format(what, tostring(err)), "io"
-end
+local _io = core.io_fail
 
 local function _config(msg)
   return nil, msg, "config"
@@ -194,7 +192,7 @@ function M.begin(run, fields, runs)
     run:close()
     return nil, err, kind
   end
-  local ok, serr = sys.fsync_dir(run.dir:match("^(.*)/[^/]+/*$"))
+  local ok, serr = sys.fsync_dir(core.dirname(run.dir))
   if not ok then
     run:close()
     return _io("cannot sync the directory holding " .. run.dir, serr)
