@@ -114,14 +114,15 @@ function M.verify(home, opts)
   local chain = M.load(home .. "/" .. core.RUNS)
   rep.lines = #chain.entries
   if chain.bad then problem("%s line %d: %s", core.RUNS, chain.bad.line, chain.bad.reason) end
-  local key
+  local key, unpinned
   for n, e in ipairs(chain.entries) do
     if key and e.key ~= key then
       problem("the signing key changed at %s line %d (run %s): %s before, %s from here on",
         core.RUNS, n, e.run, key, e.key)
     end
     key = e.key
-    if opts.key and e.key ~= opts.key then
+    if opts.key and e.key ~= opts.key and not unpinned then
+      unpinned = true  -- the first such line is enough; key changes are reported above
       problem("%s line %d (run %s) names key %s, not the pinned key %s", core.RUNS, n, e.run, e.key, opts.key)
     end
   end
