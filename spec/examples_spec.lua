@@ -1,4 +1,5 @@
 local t = require("support.moat")
+local need = require("support.need")
 local lfs = require("lfs")
 
 describe("examples/*/moat.yaml", function()
@@ -30,6 +31,7 @@ describe("examples/*/moat.yaml", function()
       for _, rt in ipairs({ "host", "docker", "bwrap" }) do
         code, out, err = t.moat({ "run", dir, "--dry-run", "--runtime", rt }, { env = env })
         if code == 69 and err:find("not installed", 1, true) then
+          need.missing("the " .. rt .. " runtime", err)   -- a failure under CI=true
           assert.matches("install", err)
         else
           assert.equal(0, code, err)

@@ -231,7 +231,7 @@ describe("fault injection", function()
 
     it("an unwritable $MOAT_HOME (owned by root, moat as another user): exit 74, nothing launched", function()
       -- root ignores permissions, so moat runs as nobody; everything else it needs is readable.
-      if sys.getuid() ~= 0 then return pending(need.missing("root", "needed to run moat as another user")) end
+      if sys.getuid() ~= 0 then pending(need.missing("root", "needed to run moat as another user")) return end
       for _, d in ipairs({ ws, home, tmp, cwd }) do assert.equal(0, t.exec({ "chmod", "0755", d }).code) end
       assert.equal(0, t.exec({ "chown", NOBODY, tmp, cwd }).code)
       assert.equal(0, t.exec({ "chmod", "0777", ws }).code)
@@ -284,7 +284,7 @@ describe("fault injection", function()
     end)
 
     it("the real docker client with no daemon at DOCKER_HOST: 125, no container, audited", function()
-      if not t.which("docker") then return pending(need.missing("the docker client")) end
+      if not t.which("docker") then pending(need.missing("the docker client")) return end
       t.write(ws .. "/moat.yaml", "name: faults\nsecrets:\n  TOKEN: env://T_TOKEN\n")
       local code, out, err = moat({ "run", ws, "--runtime", "docker", "--image", "busybox", "--", "touch",
         "/workspace/ran" }, { PATH = os.getenv("PATH"), DOCKER_HOST = "unix://" .. tmp .. "/no-daemon.sock" })

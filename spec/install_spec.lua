@@ -1,4 +1,5 @@
 local t = require("support.moat")
+local need = require("support.need")
 
 -- Installs into temporary prefixes and trees; builds into its own directories so the
 -- suite's build/ is never touched.
@@ -18,15 +19,12 @@ describe("installation", function()
     local c = t.exec({ bin, "config", MOAT_ROOT .. "/examples/hello" }, { cwd = "/", env = { HOME = tmp } })
     assert.equal(0, c.code, c.stderr)
     assert.matches("name: hello", c.stdout, 1, true)
-    local f = io.open(tmp .. "/prefix/share/moat/lua/moat/boot.lua")
-    assert.truthy(f)
-    f:close()
+    assert.is_true(t.exists(tmp .. "/prefix/share/moat/lua/moat/boot.lua"))
   end)
 
   it("luarocks make installs the Lua layer and the C modules into a tree", function()
-    local which = t.exec({ "sh", "-c", "command -v luarocks" })
-    if which.code ~= 0 then
-      pending("luarocks is not installed (make deps installs it)")
+    if not t.which("luarocks") then
+      pending(need.missing("luarocks", "make deps installs it"))
       return
     end
     local tree = tmp .. "/tree"

@@ -5,6 +5,7 @@
 local json = require("moat.c.json")
 local moto = require("support.moto")
 local t = require("support.moat")
+local need = require("support.need")
 local awssm = require("moat.backends.awssm")
 
 local ROOT = MOAT_ROOT
@@ -95,15 +96,15 @@ teardown(function()
   if srv then srv:stop() end
 end)
 
-local function need()
-  if not srv then pending("moto or an aws CLI v1 is not available: " .. tostring(why)) return false end
+local function need_moto()
+  if not srv then pending(need.missing("moto and an aws CLI v1", why)) return false end
   srv:reset_log()
   return true
 end
 
 describe("awssm against moto and the real aws CLI", function()
   it("fetches 25 secrets of one region in two batch calls of at most 20", function()
-    if not need() then return end
+    if not need_moto() then return end
     local secrets = {}
     for i = 1, 25 do secrets[#secrets + 1] = { ("S%02d"):format(i), ("awssm:///int/s/%02d"):format(i) } end
     local out = resolve(config(secrets))
@@ -121,7 +122,7 @@ describe("awssm against moto and the real aws CLI", function()
   end)
 
   it("keeps values byte-exact, takes #key of JSON secrets and decodes binary secrets", function()
-    if not need() then return end
+    if not need_moto() then return end
     local secrets = {}
     for i = 1, #ODD do secrets[#secrets + 1] = { "ODD" .. i, "awssm:///odd/" .. i } end
     secrets[#secrets + 1] = { "DB_USER", "awssm:///app/db#user" }
@@ -144,7 +145,7 @@ describe("awssm against moto and the real aws CLI", function()
   end)
 
   it("reports a missing secret, a missing key and a non-object key by name; the others resolve", function()
-    if not need() then return end
+    if not need_moto() then return end
     local code, by = check(config({
       { "GOOD", "awssm:///int/s/01" },
       { "GONE", "awssm:///no/such/secret" },
@@ -161,7 +162,7 @@ describe("awssm against moto and the real aws CLI", function()
   end)
 
   it("asks each region with its own call", function()
-    if not need() then return end
+    if not need_moto() then return end
     local out = resolve(config({
       { "EAST", "awssm:///int/s/02" },
       { "WEST", "awssm://eu-west-1/west/only" },
@@ -178,7 +179,7 @@ describe("awssm against moto and the real aws CLI", function()
   end)
 
   it("falls back to one concurrent get-secret-value per secret when the CLI has no batch call", function()
-    if not need() then return end
+    if not need_moto() then return end
     local env = srv:env_for({ PATH = ROOT .. "/spec/fixtures/aws-nobatch:" .. srv.env.PATH })
     local out = resolve(config({
       { "A", "awssm:///int/s/03" }, { "B", "awssm:///int/s/04" }, { "C", "awssm:///nope/x" },
@@ -196,7 +197,7 @@ describe("awssm against moto and the real aws CLI", function()
   end)
 
   it("names missing credentials as an auth failure without retrying per secret", function()
-    if not need() then return end
+    if not need_moto() then return end
     local env = srv:env_for({ AWS_ACCESS_KEY_ID = false, AWS_SECRET_ACCESS_KEY = false })
     local code, by, stdout = check(config({ { "A", "awssm:///int/s/05" }, { "B", "awssm:///int/s/06" } }), env)
     assert.equal(69, code)
@@ -207,7 +208,7 @@ describe("awssm against moto and the real aws CLI", function()
   end)
 
   it("says when aws is not installed", function()
-    if not need() then return end
+    if not need_moto() then return end
     local code, by = check(config({ { "A", "awssm:///int/s/07" } }), srv:env_for({ PATH = "/nonexistent" }))
     assert.equal(69, code)
     assert.equal("unavailable", by.A.kind)

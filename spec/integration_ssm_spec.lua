@@ -5,6 +5,7 @@
 local json = require("moat.c.json")
 local moto = require("support.moto")
 local t = require("support.moat")
+local need = require("support.need")
 
 local srv, why
 local ROOT = MOAT_ROOT
@@ -72,7 +73,12 @@ setup(function()
     why = reason
     return
   end
-  srv = assert(moto.start())
+  local s, err = moto.start()
+  if not s then
+    why = err
+    return
+  end
+  srv = s
   local params = {}
   for i = 1, 23 do
     params[#params + 1] = { name = ("/int/p/%02d"):format(i), value = "plain-" .. i }
@@ -97,7 +103,7 @@ end)
 
 local function need_moto()
   if not srv then
-    pending("moto is not available: " .. tostring(why))
+    pending(need.missing("moto and an aws CLI v1", why))
     return false
   end
   return true

@@ -116,7 +116,7 @@ describe("leak checks", function()
   describe("command lines", function()
     for _, rt in ipairs({ "host", "bwrap" }) do
       it("hold no value while moat resolves and runs on " .. rt, function()
-        if rt == "bwrap" and not t.bwrap_works() then return pending(need.missing("a bwrap sandbox")) end
+        if rt == "bwrap" and not t.bwrap_works() then pending(need.missing("a bwrap sandbox")) return end
         local p = spawn({ "run", ws, "--runtime", rt, "--", "sh", "-c", "sleep 0.8; : " .. tag },
           { FAKE_OP_LATENCY_MS = "400" })
         local expect = { backend = bin .. "/op", command = ": " .. tag }
@@ -259,7 +259,7 @@ describe("leak checks", function()
 
     for _, rt in ipairs({ "host", "bwrap" }) do
       it("is held by moat but by no backend, runtime or command process on " .. rt, function()
-        if rt == "bwrap" and not t.bwrap_works() then return pending(need.missing("a bwrap sandbox")) end
+        if rt == "bwrap" and not t.bwrap_works() then pending(need.missing("a bwrap sandbox")) return end
         local p = spawn({ "run", ws, "--runtime", rt, "--", "sh", "-c", "touch ready; sleep 30; : " .. tag },
           { FAKE_OP_LATENCY_MS = "1500" })
         local pid = p:pid()
@@ -315,7 +315,7 @@ describe("leak checks", function()
     end
 
     it("is not dumpable while a backend runs: a same-uid process cannot read its environ", function()
-      if sys.getuid() ~= 0 then return pending(need.missing("root", "to run moat and its reader as another user")) end
+      if sys.getuid() ~= 0 then pending(need.missing("root", "to run moat and its reader as another user")) return end
       -- op is the fault stand-in here: it says it is ready, then sleeps.
       os.remove(bin .. "/op")
       assert.equal(0, t.exec({ "ln", "-s", FAULT, bin .. "/op" }).code)
@@ -352,7 +352,7 @@ describe("leak checks", function()
     end)
 
     it("is not dumpable while the command runs, and the command is (the control)", function()
-      if sys.getuid() ~= 0 then return pending(need.missing("root", "to run moat and its reader as another user")) end
+      if sys.getuid() ~= 0 then pending(need.missing("root", "to run moat and its reader as another user")) return end
       t.write(ws .. "/moat.yaml", "name: leaks\nsecrets:\n  TOKEN: env://T_TOKEN\n")
       own_for_nobody()
       local p = spawn({ "run", ws, "--runtime", "host", "--", "sh", "-c", "touch ready; sleep 30; : " .. tag },
