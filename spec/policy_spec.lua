@@ -132,6 +132,201 @@ end
   end)
 end)
 
+describe("policy sandbox", function()
+  local dir
+  before_each(function() dir = t.tmpdir() end)
+  after_each(function() t.rmtree(dir) end)
+
+  local function check(scripts, p)
+    local list = {}
+    for i, text in ipairs(scripts) do list[i] = script(dir, ("s%d.lua"):format(i), text) end
+    local ok, denials = policy.check(p or plan_with({}), { scripts = list, warn = quiet })
+    return ok, denials or {}, list
+  end
+
+  it("keeps a script from clearing another script's denials through debug", function()
+    -- Old code: scripts saw the real _G, so debug.getupvalue reached the denials list and emptied it.
+    local ok, denials, list = check({
+      'return function(plan, ctx) ctx.deny("runtime", "first says no") end\n',
+      [[
+local function find(f, depth)
+  if depth > 4 or type(debug) ~= "table" then return nil end
+  for i = 1, 60 do
+    local name, v = debug.getupvalue(f, i)
+    if not name then break end
+    if name == "denials" and type(v) == "table" then return v end
+    if type(v) == "function" then
+      local got = find(v, depth + 1)
+      if got then return got end
+    end
+  end
+end
+return function(plan, ctx)
+  local d = find(ctx.deny, 0)
+  if d then for k in pairs(d) do d[k] = nil end end
+end
+]],
+    })
+    assert.is_nil(ok)
+    assert.equal(list[1].path, denials[1].script)
+    assert.equal("first says no", denials[1].reason)
+  end)
+
+  local hidden = {
+    "debug", "package", "collectgarbage", "loadfile", "dofile", "loadstring",
+    "string.dump", "io.popen", "io.write", "io.output", "io.input", "io.stdout", "os.execute",
+    "os.remove", "os.rename", "os.exit", "os.tmpname", "os.setlocale", "coroutine",
+  }
+  it("hides debug, package, require, collectgarbage, file and process access", function()
+    -- Old code: every one of these was reachable (the script's globals fell through to _G).
+    local lines = { "return function(plan, ctx)" }
+    for _, name in ipairs(hidden) do
+      local head, field = name:match("^(%w+)%.(%w+)$")
+      local expr = head and ("(type(%s) == 'table' and %s.%s)"):format(head, head, field) or name
+      lines[#lines + 1] = ("  if %s ~= nil and %s ~= false then ctx.deny(%q, 'reachable') end"):format(expr, expr, name)
+    end
+    lines[#lines + 1] = "end"
+    local ok, denials = check({ table.concat(lines, "\n") .. "\n" })
+    local reached = {}
+    for _, d in ipairs(denials) do reached[#reached + 1] = d.target .. ": " .. d.reason end
+    assert.is_true(ok, table.concat(reached, "\n"))
+  end)
+
+  it("still offers the harmless standard library", function()
+    local ok, denials = check({ [[
+return function(plan, ctx)
+  local want = { os.getenv, os.time, os.date, os.clock, string.format, string.match, table.concat,
+    table.sort, math.floor, utf8.char, pairs, ipairs, next, select, tostring, tonumber, type, pcall,
+    error, assert, setmetatable, getmetatable, rawget, rawequal, rawlen }
+  if #want ~= 25 then ctx.deny("stdlib", "missing: " .. #want) end
+  if ("Key"):upper() ~= "KEY" then ctx.deny("string methods", "broken") end
+  if type(os.getenv("PATH")) ~= "string" then ctx.deny("os.getenv", "broken") end
+  local f = load("return 1 + x", "=chunk", "t")
+  x = 41
+  if f() ~= 42 then ctx.deny("load", "does not see the script's globals") end
+end
+]] })
+    assert.is_true(ok, denials[1] and (denials[1].target .. ": " .. denials[1].reason))
+  end)
+
+  it("refuses io.open for writing, require of moat's or C modules and binary chunks in load", function()
+    local target = dir .. "/written"
+    local ok, denials = check({ ([[
+return function(plan, ctx)
+  local ok, f = pcall(function() return io and io.open and io.open(%q, "w") end)
+  if ok and f then f:write("x") f:close() ctx.deny("io.open", "opened for writing") end
+  for _, name in ipairs({ "moat.exit", "moat.audit", "lfs", "moat.c.system", "os" }) do
+    if pcall(require, name) then ctx.deny("require", name .. " was loaded") end
+  end
+  local bin = "\27Lua" .. ("\0"):rep(40)
+  local chunk = load(bin, "bin", "b")
+  if chunk then ctx.deny("load", "accepted a binary chunk") end
+  if load(function() return nil end) then ctx.deny("load", "accepted a reader function") end
+end
+]]):format(target) })
+    assert.is_true(ok, denials[1] and (denials[1].target .. ": " .. denials[1].reason))
+    assert.is_nil(require("lfs").attributes(target))
+  end)
+
+  it("lets a script require a Lua helper from the user's lua directory, sandboxed too", function()
+    local loader = require("moat.loader")
+    local saved = loader.dirs
+    finally(function() loader.dirs = saved end)
+    loader.dirs = { { dir = dir .. "/lib", kind = "user" }, { dir = MOAT_ROOT .. "/lua", kind = "builtin" } }
+    t.write(dir .. "/lib/site_rules.lua", "return { vaults = { Eng = true }, dbg = debug }\n")
+    local ok, denials = check({ [[
+local rules = require("site_rules")
+return function(plan, ctx)
+  if not rules.vaults.Eng then ctx.deny("rules", "not loaded") end
+  if rules.dbg ~= nil then ctx.deny("rules", "helper saw debug") end
+  if pcall(require, "moat.exit") then ctx.deny("require", "built-in module loaded") end
+end
+]] })
+    assert.is_true(ok, denials[1] and (denials[1].target .. ": " .. denials[1].reason))
+  end)
+
+  it("keeps a script from changing moat's globals or the shared string library", function()
+    -- Old code: a script's globals table fell through to _G, so `_G.ipairs = ...` replaced
+    -- moat's own ipairs and the next script saw no secrets at all.
+    local saved_ipairs, saved_upper = ipairs, string.upper
+    local ok, denials
+    finally(function()
+      _G.ipairs = saved_ipairs
+      rawset(string, "upper", saved_upper)
+      getmetatable("").__index = string
+    end)
+    ok, denials = check({
+      [[
+return function(plan, ctx)
+  _G.ipairs = function() return function() end end
+  string.upper = function() return "pwned" end
+  local mt = getmetatable("")
+  if mt then mt.__index = { upper = function() return "pwned" end } end
+end
+]],
+      [[
+return function(plan, ctx)
+  for _, s in ipairs(plan.secrets) do ctx.deny(s, "second script still sees " .. s.name:upper()) end
+end
+]],
+    }, plan_with({ { name = "db", ref = "op://v/i/f", backend = "op", plain = false } }))
+    assert.equal(saved_ipairs, ipairs)
+    assert.equal(saved_upper, string.upper)
+    assert.equal("AB", ("ab"):upper())
+    assert.is_nil(ok)
+    assert.equal(1, #denials)
+    assert.equal("second script still sees DB", denials[1].reason)
+  end)
+
+  it("gives every script its own copy of the plan", function()
+    -- Old code: one read-only view was shared and rawset wrote into it, so the next script saw the change.
+    local ok, denials = check({
+      [[
+return function(plan, ctx)
+  rawset(plan, "runtime", "docker")
+  rawset(plan.secrets, 1, nil)
+  rawset(plan.secrets[2] or {}, "ref", "op://changed/x/y")
+end
+]],
+      [[
+return function(plan, ctx)
+  if plan.runtime == "host" then ctx.deny("runtime", "host") end
+  for _, s in ipairs(plan.secrets) do ctx.deny(s, s.ref) end
+end
+]],
+    }, plan_with({
+      { name = "A", ref = "op://v/i/a", backend = "op", plain = false },
+      { name = "B", ref = "op://v/i/b", backend = "op", plain = false },
+    }, { runtime = "host" }))
+    assert.is_nil(ok)
+    assert.same({ "host", "op://v/i/a", "op://v/i/b" }, { denials[1].reason, denials[2].reason, denials[3].reason })
+  end)
+
+  it("turns an error object with a __tostring into a denial without running it", function()
+    local ok, denials, list = check({ [[
+return function(plan, ctx)
+  error(setmetatable({}, { __tostring = function() error("from tostring") end }))
+end
+]] })
+    assert.is_nil(ok)
+    assert.truthy(denials[1].reason:find(list[1].path .. ":2:", 1, true), denials[1].reason)
+  end)
+
+  it("denies when policy.lua is a dangling symlink or a directory, naming the file", function()
+    local dangling = dir .. "/dangling/policy.lua"
+    t.write(dir .. "/dangling/x", "")
+    assert.equal(0, t.exec({ "ln", "-s", dir .. "/nowhere", dangling }).code)
+    local isdir = dir .. "/isdir/policy.lua"
+    t.write(isdir .. "/x", "")
+    local _, denials = policy.check(plan_with({}), { warn = quiet,
+      scripts = { { path = dangling, kind = "site" }, { path = isdir, kind = "user" } } })
+    assert.equal(2, #denials)
+    assert.truthy(denials[1].reason:find(dangling, 1, true), denials[1].reason)
+    assert.truthy(denials[2].reason:find(isdir, 1, true), denials[2].reason)
+    assert.truthy(denials[2].reason:find("directory", 1, true), denials[2].reason)
+  end)
+end)
+
 describe("policy scripts through moat run", function()
   local dir, env
   before_each(function()
@@ -174,6 +369,16 @@ describe("policy scripts through moat run", function()
     local code, _, stderr = t.moat({ "run", "--runtime", "host", dir .. "/ws", "--", "true" }, { env = env })
     assert.equal(77, code)
     assert.truthy(stderr:find(dir .. "/xdg/moat/policy.lua:2:", 1, true), stderr)
+    assert.equal(0, op_calls())
+  end)
+
+  it("exits 77 naming the file when the site policy.lua is a dangling symlink", function()
+    -- Old code: M.scripts() followed the link, found nothing and skipped the policy: the run went ahead.
+    t.write(dir .. "/site/x", "")
+    assert.equal(0, t.exec({ "ln", "-s", dir .. "/site/gone.lua", dir .. "/site/policy.lua" }).code)
+    local code, _, stderr = t.moat({ "run", "--runtime", "host", dir .. "/ws", "--", "true" }, { env = env })
+    assert.equal(77, code)
+    assert.truthy(stderr:find(dir .. "/site/policy.lua", 1, true), stderr)
     assert.equal(0, op_calls())
   end)
 

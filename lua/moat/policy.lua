@@ -13,8 +13,9 @@ function M.scripts()
   local loader = _loader()
   local lfs = require("lfs")
   local out = {}
+  -- symlinkattributes: a dangling link is listed (and then denied), never skipped.
   local function add(path, kind)
-    if lfs.attributes(path, "mode") then out[#out + 1] = { path = path, kind = kind } end
+    if lfs.symlinkattributes(path, "mode") then out[#out + 1] = { path = path, kind = kind } end
   end
   add(loader.site_dir() .. "/policy.lua", "site")
   add(loader.user_dir() .. "/policy.lua", "user")
@@ -44,7 +45,8 @@ end
 
 -- Returns the plan as policy scripts see it: name, workspace, image, command, runtime,
 -- interactive, container, mounts, env, secrets = { {name, ref, backend, plain, parsed, where} }.
--- Plain secret values are not in it (their ref reads "(plain value)"). Read-only.
+-- Plain secret values are not in it (their ref reads "(plain value)"). Read-only; every call
+-- builds a fresh copy, so each script gets its own.
 function M.view(plan)
   local secrets = {}
   for i, s in ipairs(plan.secrets or {}) do
@@ -58,6 +60,72 @@ function M.view(plan)
     runtime = plan.runtime, interactive = plan.interactive, container = plan.container or {},
     mounts = plan.mounts or {}, env = env, secrets = secrets,
   })
+end
+
+-- Returns a shallow copy of library `lib` without the names in `drop`.
+local function _clone(lib, drop)
+  local out = {}
+  for k, v in pairs(lib) do
+    if not (drop and drop[k]) then out[k] = v end
+  end
+  return out
+end
+
+local _BASE = { "assert", "error", "ipairs", "next", "pairs", "pcall", "rawequal", "rawget", "rawlen",
+  "rawset", "select", "setmetatable", "tonumber", "tostring", "type", "xpcall", "_VERSION" }
+
+-- Opens a file for reading only: a script may read a list it keeps beside it, never write.
+local function _open_read(path, mode)
+  mode = mode or "r"
+  if mode ~= "r" and mode ~= "rb" then error("io.open in a policy script is read-only (mode r or rb)", 2) end
+  return io.open(path, mode)
+end
+
+-- Finds a module a policy script requires: only Lua source from MOAT_LUA_PATH, the user's or the
+-- site's lua directory, compiled with the script's own globals. moat's modules, C modules and
+-- workspace files are out of reach, so a script cannot patch what the run relies on.
+local function _require_in(env, path)
+  local cache = {}
+  return function(name)
+    if type(name) ~= "string" then error("require expects a module name", 2) end
+    if cache[name] ~= nil then return cache[name] end
+    local file, kind = _loader().find(name)
+    if not file or not (kind == "env" or kind == "user" or kind == "site") then
+      error(("%s: module '%s' is not available to policy scripts (only Lua files in MOAT_LUA_PATH,"
+        .. " the user's or the site's lua directory)"):format(path, name), 2)
+    end
+    local chunk = assert(_loader().loadfile(file, env))
+    cache[name] = chunk(name, file) or true
+    return cache[name]
+  end
+end
+
+-- Returns a fresh globals table for one script: the standard library without debug, package,
+-- collectgarbage, coroutines, file writes, processes or binary chunks. Libraries are copies, and
+-- getmetatable hides the metatables of strings and userdata, so nothing a script changes is seen
+-- by moat or by the next script.
+local function _sandbox(path, print_fn)
+  local env = {}
+  for _, k in ipairs(_BASE) do env[k] = _G[k] end
+  env.string = _clone(string, { dump = true })
+  env.table, env.math, env.utf8 = _clone(table), _clone(math), _clone(utf8)
+  env.os = { clock = os.clock, date = os.date, difftime = os.difftime, getenv = os.getenv, time = os.time }
+  env.io = { open = _open_read, lines = function(file, ...)
+    if type(file) ~= "string" then error("io.lines in a policy script needs a file name", 2) end
+    return io.lines(file, ...)
+  end }
+  env.getmetatable = function(v)
+    if type(v) ~= "table" then return nil end
+    return getmetatable(v)
+  end
+  env.load = function(chunk, name)
+    if type(chunk) ~= "string" then return nil, "load in a policy script takes source text only" end
+    return load(chunk, name, "t", env)
+  end
+  env.print = print_fn
+  env.require = _require_in(env, path)
+  env._G = env
+  return env
 end
 
 -- Describes a deny target for people: a secret entry becomes its name, a string stays.
@@ -84,19 +152,24 @@ end
 
 -- Formats an error raised by script `path`: always names the file and, where known, the line.
 local function _error_text(path, err, line)
-  local msg = type(err) == "string" and err or ("error object " .. tostring(err))
+  -- Never tostring() a script's object here: its __tostring would run outside the script's pcall.
+  local msg = type(err) == "string" and err or ("error object (a " .. type(err) .. ")")
   local prefix = path .. ":"
   if msg:sub(1, #prefix) == prefix then return msg end
   if line then return ("%s:%d: %s"):format(path, line, msg) end
   return path .. ": " .. msg
 end
 
--- Runs one script on `view`. Appends to `denials` ({script, target, reason}) and `warnings`.
-local function _run(script, view, denials, warnings, opts)
+-- Reads the source of `script`; returns text | nil, why (the why names the file).
+local function _source(script)
   local path = script.path
-  local function deny(target, reason)
-    denials[#denials + 1] = { script = path, kind = script.kind, target = _target(target),
-      reason = reason ~= nil and tostring(reason) or "denied by policy" }
+  -- Stat first: a dangling link, a directory or a FIFO is a denial, and a FIFO must not block.
+  local mode, serr = require("lfs").attributes(path, "mode")
+  if not mode then
+    local link = require("lfs").symlinkattributes(path, "mode") == "link"
+    return nil, ("cannot load %s: %s"):format(path, link and "it is a symlink to nowhere" or tostring(serr))
+  elseif mode ~= "file" then
+    return nil, ("cannot load %s: it is a %s, not a Lua file"):format(path, mode)
   end
   local src, err
   if script.kind == "workspace" then
@@ -104,24 +177,34 @@ local function _run(script, view, denials, warnings, opts)
   else
     src, err = _loader().read(path)
   end
-  local chunk
-  if src then
-    -- Scripts get their own globals table so that one cannot change another's (or moat's).
-    local env = setmetatable({}, { __index = _G })
-    chunk, err = _loader().load(src, path, env)
+  if not src then return nil, ("cannot load %s: %s"):format(path, tostring(err)) end
+  return src
+end
+
+-- Runs one script on a fresh copy of `plan`. Appends to `denials` ({script, target, reason})
+-- and `warnings`; the script reaches neither list except through ctx.deny and ctx.warn.
+local function _run(script, plan, denials, warnings, opts)
+  local path = script.path
+  local function deny(target, reason)
+    denials[#denials + 1] = { script = path, kind = script.kind, target = _target(target),
+      reason = reason ~= nil and tostring(reason) or "denied by policy" }
   end
+  local function warn(msg)
+    local text = ("policy %s: %s"):format(path, tostring(msg))
+    warnings[#warnings + 1] = text
+    if opts.warn then opts.warn(text) end
+  end
+  local src, err = _source(script)
+  local chunk
+  if src then chunk, err = _loader().load(src, path, _sandbox(path, warn)) end
   if not chunk then
-    deny("policy script", ("cannot load %s: %s"):format(path, tostring(err)))
+    deny("policy script", src and ("cannot load %s: %s"):format(path, tostring(err)) or err)
     return
   end
   local ctx = {
     script = path, kind = script.kind,
     deny = function(target, reason) deny(target, reason) end,
-    warn = function(msg)
-      local text = ("policy %s: %s"):format(path, tostring(msg))
-      warnings[#warnings + 1] = text
-      if opts.warn then opts.warn(text) end
-    end,
+    warn = warn,
     sensitive = function(name) return require("moat.plan").sensitive(tostring(name)) end,
   }
   local function handler(e)
@@ -130,14 +213,12 @@ local function _run(script, view, denials, warnings, opts)
   local ok, fn = xpcall(chunk, handler)
   if not ok then
     deny("policy script", "the script raised an error: " .. tostring(fn))
-    return
-  end
-  if type(fn) ~= "function" then
+  elseif type(fn) ~= "function" then
     deny("policy script", ("%s must return function(plan, ctx), not %s"):format(path, type(fn)))
-    return
+  else
+    local rok, rerr = xpcall(fn, handler, M.view(plan), ctx)
+    if not rok then deny("policy script", "the script raised an error: " .. tostring(rerr)) end
   end
-  local rok, rerr = xpcall(fn, handler, view, ctx)
-  if not rok then deny("policy script", "the script raised an error: " .. tostring(rerr)) end
 end
 
 -- Runs every policy script on `plan`. opts: scripts (list of {path, kind}, default M.scripts()),
@@ -149,9 +230,8 @@ function M.check(plan, opts)
   local scripts = opts.scripts or M.scripts()
   local denials, warnings = {}, {}
   if #scripts == 0 then return true, warnings end
-  local view = M.view(plan)
   for _, script in ipairs(scripts) do
-    _run(script, view, denials, warnings, opts)
+    _run(script, plan, denials, warnings, opts)
   end
   if #denials > 0 then return nil, denials, warnings end
   return true, warnings
