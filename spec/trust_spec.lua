@@ -7,8 +7,6 @@ local lfs = require("lfs")
 local json = require("moat.c.json")
 local t = require("support.moat")
 
-local ROOT = MOAT_ROOT
-
 local WS_OP = [[
 local M = { scheme = "op", description = "workspace op override" }
 function M.parse(ref) return {} end
@@ -131,7 +129,7 @@ describe("moat trust / untrust / workspace Lua through the CLI", function()
     t.write(ws .. "/moat.yaml", "secrets:\n  DB: op://Eng/db/password\n")
     t.write(ws .. "/.moat/lua/moat/backends/op.lua", WS_OP)
     env = { MOAT_HOME = dir .. "/home", MOAT_SITE_DIR = dir .. "/site", XDG_CONFIG_HOME = dir .. "/xdg",
-      MOAT_LUA_PATH = false, PATH = ROOT .. "/spec/fixtures/bin:" .. os.getenv("PATH"),
+      MOAT_LUA_PATH = false, PATH = t.fake_path(),
       FAKE_OP_LOG = dir .. "/op.log" }
   end)
   after_each(function() t.rmtree(dir) end)
@@ -146,14 +144,6 @@ describe("moat trust / untrust / workspace Lua through the CLI", function()
       if e.scheme == "op" and e.kind == "workspace" then ws_entry = e end
     end
     return active, ws_entry
-  end
-
-  -- Whether `moat <cmd>` sets up workspace trust yet (wired by the command's owner).
-  local function wired(cmd)
-    local f = io.open(ROOT .. "/lua/moat/cmd/" .. cmd .. ".lua")
-    local src = f and f:read("a") or ""
-    if f then f:close() end
-    return src:find("moat.trust", 1, true) ~= nil
   end
 
   it("ignores the workspace op.lua until trusted, loads it after, refuses it once edited", function()
@@ -180,25 +170,98 @@ describe("moat trust / untrust / workspace Lua through the CLI", function()
     assert.equal(0, (t.moat({ "untrust", ws }, { env = env })))
   end)
 
-  it("moat run and moat secrets check refuse untrusted or edited workspace Lua with exit 77", function()
-    for _, cmd in ipairs({ "run", "secrets" }) do
-      if not wired(cmd) then
-        pending("moat " .. cmd .. " does not call moat.trust.activate yet (see the report)")
-        return
-      end
+  -- A workspace whose Lua shows when it runs: a backend for x:// that leaves marks (on load and
+  -- on resolve), the op override, and a policy, which may not write, that denies the run with
+  -- POLICY_RAN while marks/deny exists. `moat run` must refuse it whole, before any of it runs,
+  -- until `moat trust`.
+  local POLICY_RAN = "the workspace policy ran"
+  local function marking_workspace()
+    local marks = dir .. "/marks"
+    assert(lfs.mkdir(marks))
+    t.write(ws .. "/moat.yaml", "secrets:\n  X: x://anything\n  DB: op://Eng/db/password\n")
+    t.write(ws .. "/.moat/lua/moat/backends/x.lua", ([[
+local MARKS = %q
+io.open(MARKS .. "/backend-loaded", "w"):close()
+local M = { scheme = "x", description = "workspace x" }
+function M.parse(ref) return {} end
+function M.resolve(requests, ctx)
+  io.open(MARKS .. "/backend-resolved", "w"):close()
+  for _, r in ipairs(requests) do ctx.ok(r, "from-workspace-x") end
+end
+return M
+]]):format(marks))
+    t.write(ws .. "/.moat/policy.lua", ([[
+local DENY = %q
+return function(plan, ctx)
+  local f = io.open(DENY, "r")
+  if f then
+    f:close()
+    ctx.deny("the run", %q)
+  end
+end
+]]):format(dir .. "/deny", POLICY_RAN))
+    t.write(dir .. "/deny", "")
+    return marks
+  end
+
+  local function marks_in(marks)
+    local out = {}
+    for name in lfs.dir(marks) do
+      if name ~= "." and name ~= ".." then out[#out + 1] = name end
     end
-    local argv = { "secrets", "check", ws, "--resolve" }
-    local code, _, stderr = t.moat(argv, { env = env })
-    assert.equal(77, code)
-    assert.truthy(stderr:find("moat trust", 1, true))
+    table.sort(out)
+    return out
+  end
+
+  -- Runs `moat run` on the host runtime with a command that writes what it got to dir/out.
+  local function run_ws()
+    os.remove(dir .. "/out")
+    return t.moat({ "run", "--runtime", "host", ws, "--", "sh", "-c",
+      'printf "%s %s" "$X" "$DB" > ' .. dir .. "/out" }, { env = env })
+  end
+
+  it("moat run and secrets check --resolve refuse untrusted workspace Lua with exit 77 before any of it runs",
+    function()
+      local marks = marking_workspace()
+      local code, _, stderr = run_ws()
+      assert.equal(77, code, stderr)
+      assert.truthy(stderr:find("moat trust", 1, true), stderr)
+      assert.is_nil(stderr:find(POLICY_RAN, 1, true), stderr)
+      assert.same({}, marks_in(marks))
+      assert.is_false(t.exists(dir .. "/out"), "the command ran")
+      code, _, stderr = t.moat({ "secrets", "check", ws, "--resolve" }, { env = env })
+      assert.equal(77, code, stderr)
+      assert.is_nil(stderr:find(POLICY_RAN, 1, true), stderr)
+      assert.same({}, marks_in(marks))
+      assert.is_false(t.exists(dir .. "/op.log"), "an op CLI ran")
+    end)
+
+  it("runs the workspace's backends and policy once trusted, and refuses again with 77 once one is edited", function()
+    local marks = marking_workspace()
     assert.equal(0, (t.moat({ "trust", ws }, { env = env })))
-    code = t.moat(argv, { env = env })
-    assert.equal(0, code)
-    t.write(ws .. "/.moat/lua/moat/backends/op.lua", WS_OP .. "-- edited\n")
-    code, _, stderr = t.moat({ "run", "--runtime", "host", ws, "--", "true" }, { env = env })
-    assert.equal(77, code)
-    assert.truthy(stderr:find("changed:  .moat/lua/moat/backends/op.lua", 1, true), stderr)
-    assert.is_nil(io.open(dir .. "/op.log"))
+    -- The policy runs, and its denial stops the run before any backend is asked for a value.
+    local code, _, stderr = run_ws()
+    assert.equal(77, code, stderr)
+    assert.truthy(stderr:find(POLICY_RAN, 1, true), stderr)
+    assert.is_false(t.exists(marks .. "/backend-resolved"), "a backend was asked despite the denial")
+    assert.is_false(t.exists(dir .. "/out"), "the command ran")
+
+    os.remove(dir .. "/deny")
+    code, _, stderr = run_ws()
+    assert.equal(0, code, stderr)
+    assert.equal("from-workspace-x from-workspace", t.read(dir .. "/out"))
+    assert.same({ "backend-loaded", "backend-resolved" }, marks_in(marks))
+    assert.is_false(t.exists(dir .. "/op.log"), "the op CLI ran instead of the workspace's op.lua")
+
+    for _, name in ipairs(marks_in(marks)) do os.remove(marks .. "/" .. name) end
+    t.write(dir .. "/deny", "")
+    t.write(ws .. "/.moat/policy.lua", t.slurp(ws .. "/.moat/policy.lua") .. "-- edited\n")
+    code, _, stderr = run_ws()
+    assert.equal(77, code, stderr)
+    assert.truthy(stderr:find("changed:  .moat/policy.lua", 1, true), stderr)
+    assert.is_nil(stderr:find(POLICY_RAN, 1, true), stderr)
+    assert.same({}, marks_in(marks))
+    assert.is_false(t.exists(dir .. "/out"), "the command ran")
   end)
 
   it("refuses to trust a directory without .moat/ and untrusts quietly when not trusted", function()
