@@ -16,13 +16,7 @@ local function run(argv, opts)
   return r, pid
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = require("support.moat").read
 
 local function write_file(path, data, mode)
   local f = assert(io.open(path, "wb"))

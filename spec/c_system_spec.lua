@@ -1,5 +1,6 @@
 -- Specs for moat.c.system: hashing, clocks, hardening, the audit log's append, atomic writes, Ed25519.
 local system = require("moat.c.system")
+local t = require("support.moat")
 
 local function sh(cmd)
   local p = assert(io.popen(cmd, "r"))
@@ -8,22 +9,7 @@ local function sh(cmd)
   return out
 end
 
-local function tmpdir()
-  return (sh("mktemp -d"):gsub("%s+$", ""))
-end
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function spit(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local tmpdir, slurp, spit = t.tmpdir, t.slurp, t.write
 
 local function mode_of(path)
   return (sh("stat -c %a '" .. path .. "'"):gsub("%s+$", ""))

@@ -3,18 +3,7 @@ local auditlog = require("moat.auditlog")
 local json = require("moat.c.json")
 local t = require("support.moat")
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function spit(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local slurp, spit = t.slurp, t.write
 
 describe("moat audit / moat runs", function()
   local tmp, home

@@ -2,6 +2,7 @@
 -- the same checks the libFuzzer targets run (spec/fuzz/targets/<target>.lua), so an input
 -- that once crashed or misbehaved stays fixed (SECURITY.md item 16).
 local lfs = require("lfs")
+local t = require("support.moat")
 
 local FUZZ = MOAT_ROOT .. "/spec/fuzz"
 
@@ -14,12 +15,7 @@ local function entries(dir, pattern)
   return out
 end
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = t.slurp
 
 describe("fuzz corpus replay", function()
   local targets = entries(FUZZ .. "/corpus", ".")

@@ -1,6 +1,7 @@
 -- SECURITY.md item 11: moat never runs a shell. Its own code (lua/, src/) has no io.popen,
 -- os.execute, system() or popen(), and no argv that starts "sh -c".
 local lfs = require("lfs")
+local t = require("support.moat")
 
 local function files(dir, pattern, out)
   out = out or {}
@@ -18,12 +19,7 @@ local function files(dir, pattern, out)
   return out
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = t.slurp
 
 describe("moat's own code", function()
   it("never asks for a shell", function()

@@ -1,14 +1,9 @@
 local proc = require("moat.proc")
+local t = require("support.moat")
 
 local barrier = MOAT_ROOT .. "/spec/fixtures/proc/barrier.sh"
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = t.read
 
 -- Max number of children between "start" and "end" in the log, and the log's lines.
 local function concurrency(log)

@@ -7,17 +7,7 @@ local json = require("moat.c.json")
 
 local TOKEN = "tok-very-secret-0123456789"
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function exists(path)
-  return require("lfs").attributes(path, "mode") ~= nil
-end
+local read, exists = t.read, t.exists
 
 describe("moat run (host runtime)", function()
   local ws, home
