@@ -4,7 +4,7 @@ local plan_mod = require("moat.plan")
 local secrets = require("moat.secrets")
 local op = require("moat.backends.op")
 
-local BIN = MOAT_ROOT .. "/spec/fixtures/bin"
+local BIN = t.FAKE_BIN
 
 local VALUES = {
   SPACES = "  leading and trailing  ",

@@ -18,7 +18,7 @@ describe("moat backends", function()
   before_each(function()
     dir = t.tmpdir()
     env = { MOAT_HOME = dir .. "/home", MOAT_SITE_DIR = dir .. "/site", XDG_CONFIG_HOME = dir .. "/xdg",
-      MOAT_LUA_PATH = false, PATH = ROOT .. "/spec/fixtures/bin:" .. os.getenv("PATH") }
+      MOAT_LUA_PATH = false, PATH = t.fake_path() }
   end)
   after_each(function() t.rmtree(dir) end)
 

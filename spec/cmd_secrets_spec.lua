@@ -3,7 +3,7 @@
 local t = require("support.moat")
 local json = require("moat.c.json")
 
-local BIN = MOAT_ROOT .. "/spec/fixtures/bin"
+local BIN = t.FAKE_BIN
 local FIX = MOAT_ROOT .. "/spec/fixtures/secrets"
 
 local BACKENDS = {

@@ -7,7 +7,7 @@ local t = require("support.moat")
 local lfs = require("lfs")
 
 local ROOT = MOAT_ROOT
-local BIN = ROOT .. "/spec/fixtures/bin"
+local BIN = t.FAKE_BIN
 
 -- A scratch area with the example installed as moat/backends/<scheme>.lua on the Lua path.
 local function setup_area(scheme)

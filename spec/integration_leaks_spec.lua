@@ -12,7 +12,7 @@ local dockerd = require("support.dockerd")
 local podman = require("support.podman")
 local P = dofile(MOAT_ROOT .. "/spec/fixtures/faults/procs.lua")
 
-local FAKE_OP = MOAT_ROOT .. "/spec/fixtures/bin/op"
+local FAKE_OP = t.FAKE_BIN .. "/op"
 
 local VALUES = {
   OPV = "op-value-itest-7Hc2Qv",

@@ -9,7 +9,7 @@ local sys = require("moat.c.system")
 local lfs = require("lfs")
 local P = dofile(MOAT_ROOT .. "/spec/fixtures/faults/procs.lua")
 
-local FAKE_OP = MOAT_ROOT .. "/spec/fixtures/bin/op"
+local FAKE_OP = t.FAKE_BIN .. "/op"
 local FAULT = MOAT_ROOT .. "/spec/fixtures/faults/fault"
 local NOBODY = "65534"
 
