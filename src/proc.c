@@ -84,7 +84,8 @@ static void on_chld(int sig)
 static void drain_chld_pipe(void)
 {
     unsigned char b[256];
-    while (read(chld_pipe[0], b, sizeof b) > 0 || errno == EINTR)
+    ssize_t n;
+    while ((n = read(chld_pipe[0], b, sizeof b)) > 0 || (n < 0 && errno == EINTR))
         ;
 }
 
