@@ -90,16 +90,123 @@ grants: [github]
     assert.equal("moat.yaml:4:10: TOKEN is in both env (at moat.yaml:2:10) and secrets; keep one", errs[1])
   end)
 
-  it("warns about unknown keys with a did-you-mean and about unimplemented upstream keys", function()
-    local cfg = assert(parse("secret:\n  A: b\nports: [8080]\nimgae: x\n"))
-    assert.equal("moat.yaml:1:1: unknown key 'secret' ignored (did you mean 'secrets'?)", cfg.warnings[1])
-    assert.matches("moat.yaml:3:1: 'ports' is known to the upstream moat but not implemented", cfg.warnings[2], 1, true)
-    assert.equal("moat.yaml:4:1: unknown key 'imgae' ignored (did you mean 'image'?)", cfg.warnings[3])
+  it("refuses unknown keys with a did-you-mean and only warns about unimplemented upstream keys", function()
+    -- Old code: unknown keys were warnings ("ignored"), so `secret:` silently dropped every secret.
+    local cfg, errs = parse("secret:\n  A: b\nports: [8080]\nimgae: x\nenviroment:\n  A: b\nbogus: 1\n")
+    assert.is_nil(cfg)
+    assert.equal(4, #errs)
+    assert.equal("moat.yaml:1:1: unknown key 'secret'; did you mean 'secrets'?", errs[1])
+    assert.equal("moat.yaml:4:1: unknown key 'imgae'; did you mean 'image'?", errs[2])
+    assert.equal("moat.yaml:5:1: unknown key 'enviroment'; did you mean 'env'?", errs[3])
+    assert.matches("^moat.yaml:7:1: unknown key 'bogus'; the keys are name, dependencies, image", errs[4])
+    cfg = assert(parse("ports: [8080]\nservices: {db: x}\nhooks: {}\n"))
+    assert.equal(3, #cfg.warnings)
+    assert.matches("moat.yaml:1:1: 'ports' is known to the upstream moat but not implemented", cfg.warnings[1], 1, true)
+    assert.matches("moat.yaml:2:1: 'services' is known to the upstream moat", cfg.warnings[2], 1, true)
   end)
 
-  it("passes YAML errors through with their position", function()
-    local _, errs = parse("a: &x 1\nb: *x\n")
-    assert.matches("^moat.yaml:1:4: .*anchor", errs[1])
+  it("suggests keys within two edits, counting a swap as one", function()
+    assert.equal("secrets", config.suggest("secret"))
+    assert.equal("secrets", config.suggest("SECRETS"))
+    assert.equal("image", config.suggest("imgae"))
+    assert.equal("env", config.suggest("enviroment"))
+    assert.equal("env", config.suggest("environment"))
+    assert.equal("dependencies", config.suggest("dependecies"))
+    assert.equal("command", config.suggest("comand"))
+    assert.is_nil(config.suggest("zzzzzz"))
+    assert.is_nil(config.suggest("ab"))
+    assert.equal("cpus", config.suggest("cpu", { "memory", "cpus" }))
+  end)
+
+  it("refuses a secret that looks like a broken reference, with file:line:col and the corrected form", function()
+    -- Old code: these loaded as plain values and went into the container as the literal text.
+    local cfg, errs = parse([[
+secrets:
+  A: ssm:/app/db
+  B: op:/vault/item/field
+  C: op//vault/item/field
+  D: env:/HOME
+  E: " op://vault/item/field"
+  F: postgres:5432
+  G: op://vault/item/field
+]])
+    assert.is_nil(cfg)
+    assert.equal(5, #errs)
+    assert.equal("moat.yaml:2:6: secret A looks like a broken reference: did you mean ssm:///app/db?"
+      .. " (a value that only looks like a reference: export it and write A: env://VAR)", errs[1])
+    assert.matches("^moat.yaml:3:6: secret B .* did you mean op://vault/item/field%?", errs[2])
+    assert.matches("^moat.yaml:4:6: secret C .* did you mean op://vault/item/field%?", errs[3])
+    assert.matches("^moat.yaml:5:6: secret D .* did you mean env://HOME%?", errs[4])
+    assert.matches("^moat.yaml:6:6: secret E .* did you mean op://vault/item/field%?", errs[5])
+  end)
+
+  it("spots broken references of the schemes it is given", function()
+    local _, errs = config.parse("secrets:\n  A: vault:/kv/app\n  B: op:/v/i/f\n", "moat.yaml", "/w",
+      { schemes = { "vault" } })
+    assert.equal(1, #errs)
+    assert.matches("did you mean vault://kv/app?", errs[1], 1, true)
+  end)
+
+  it("puts libyaml's common errors in plain words, keeping file:line:col", function()
+    -- Old code: "found character that cannot start any token (while scanning for the next token ...)".
+    local cases = {
+      { "secrets:\n\tA: b\n", "moat.yaml:2:1: tab used for indentation; YAML indents with spaces" },
+      { "secrets:\n  A: b\n\tB: c\n", "moat.yaml:3:1: tab used for indentation; YAML indents with spaces" },
+      { "secrets:\n  A: b\n B: c\n", "^moat%.yaml:3:2: bad indentation: .*mapping that starts at 1:1" },
+      { 'name: "abc\nimage: y\n', "moat.yaml:1:7: unclosed quote: this quoted value has no closing quote" },
+      { "name: 'abc\nimage: y\n", "moat.yaml:1:7: unclosed quote: this quoted value has no closing quote" },
+      { "name: x\nimage\n", "moat.yaml:2:1: missing ':' after this key (write key: value)" },
+      { "name: x\n  image: y\n", "^moat%.yaml:2:8: unexpected ':' here: this line is indented too far" },
+      { "command: [a, b\n",
+        "^moat%.yaml:2:1: unclosed list: the list that starts at 1:10 needs a ',' between items or a closing ']'" },
+      { "a: &x 1\nb: *x\n", "^moat%.yaml:1:4: .*anchor" },
+    }
+    for _, c in ipairs(cases) do
+      local _, errs = parse(c[1])
+      if c[2]:sub(1, 1) == "^" then
+        assert.matches(c[2], errs[1])
+      else
+        assert.equal(c[2], errs[1])
+      end
+    end
+  end)
+
+  it("escapes control characters from the file in every message", function()
+    -- Old code: the key went to the terminal raw, ESC [2J clearing the screen.
+    local _, errs = parse('"\\e[2J": 1\nsecrets:\n  "A\\e]0;x\\a": op://v/i/f\n  B: "op:/v/\\e[31m/f"\n'
+      .. 'mounts: ["\\u009b31m:/x"]\n')
+    assert.equal(4, #errs)
+    for _, e in ipairs(errs) do
+      assert.is_nil(e:find("[%z\1-\31\127]"), e)
+      assert.is_nil(e:find("\194[\128-\159]"), e)
+    end
+    local all = table.concat(errs, "\n")
+    assert.matches("unknown key '\\x1b[2J'", all, 1, true)
+    assert.matches("secrets name 'A\\x1b]0;x\\x07'", all, 1, true)
+    local cfg = assert(config.parse("env:\n  A: b\nports: 1\n", "moat\27[2J.yaml", "/w"))
+    assert.matches("^moat\\x1b%[2J%.yaml:3:1:", cfg.warnings[1])
+    assert.matches("^moat\\x1b%[2J%.yaml:2:6$", cfg.env[1].where)
+    assert.equal("a\\x1bb\\u009bc\\x7f", config._escape("a\27b\194\155c\127"))
+  end)
+
+  it("keeps config.lua under 400 lines and every config function under 60", function()
+    local files = { MOAT_ROOT .. "/lua/moat/config.lua" }
+    for name in require("lfs").dir(MOAT_ROOT .. "/lua/moat/config") do
+      if name:match("%.lua$") then files[#files + 1] = MOAT_ROOT .. "/lua/moat/config/" .. name end
+    end
+    for _, path in ipairs(files) do
+      local n, start, name = 0, nil, nil
+      for line in io.lines(path) do
+        n = n + 1
+        local fname = line:match("^local function ([%w_.:]+)") or line:match("^function ([%w_.:]+)")
+        if fname then start, name = n, fname end
+        if start and line:match("^end") then
+          assert.is_true(n - start + 1 <= 60, ("%s: %s is %d lines"):format(path, name, n - start + 1))
+          start = nil
+        end
+      end
+      if path:match("config%.lua$") then assert.is_true(n <= 400, ("config.lua is %d lines"):format(n)) end
+    end
   end)
 
   it("validates mounts and dependencies", function()

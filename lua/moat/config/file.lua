@@ -1,0 +1,57 @@
+-- Finding and reading a config file without trusting what the workspace put there: a symlink
+-- out of the workspace, a FIFO (whose open would block), a device, a socket or a directory is
+-- refused by what it is, before anything opens it.
+local lfs = require("lfs")
+
+local M = {}
+
+local WHAT = {
+  directory = "a directory", ["named pipe"] = "a FIFO (named pipe)", socket = "a socket",
+  ["char device"] = "a character device", ["block device"] = "a block device",
+}
+
+-- Returns the first of `names` that exists in `dir` (even as a dangling link), or nil.
+function M.find(dir, names)
+  for _, name in ipairs(names) do
+    local path = (dir == "." and name) or (dir:gsub("/+$", "") .. "/" .. name)
+    if lfs.symlinkattributes(path, "mode") then return path end
+  end
+  return nil
+end
+
+-- Checks that `path` is a regular file; `inside` (a realpath) is the workspace it must stay
+-- in when it is a symlink (nil for a file the user named). Returns attributes | nil, why.
+function M.check(path, inside)
+  local link, err = lfs.symlinkattributes(path)
+  if not link then return nil, "cannot be read: " .. tostring(err) end
+  if link.mode == "link" then
+    local real = require("moat.c.system").realpath(path)
+    if not real then return nil, "is a symlink to nowhere" end
+    if inside and real:sub(1, #inside + 1) ~= inside .. "/" then
+      return nil, "is a symlink to a file outside the workspace; moat reads only configs that live in"
+        .. " the workspace (use --config FILE for a file of your own)"
+    end
+  end
+  local attr = lfs.attributes(path)
+  if not attr then return nil, "cannot be read" end
+  if attr.mode ~= "file" then
+    return nil, ("is %s; a config must be a regular file"):format(WHAT[attr.mode] or "not a regular file")
+  end
+  return attr
+end
+
+-- Reads at most `limit` + 1 bytes of `path`, checked by M.check to be `attr`; refuses the text
+-- when the path was swapped for another file meanwhile. Returns text | nil, why.
+function M.read(path, attr, limit)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, "cannot be read: " .. tostring(err) end
+  local text = f:read(limit + 1) or ""
+  f:close()
+  local after = lfs.attributes(path)
+  if not after or after.dev ~= attr.dev or after.ino ~= attr.ino or after.mode ~= "file" then
+    return nil, "changed while it was read; run again"
+  end
+  return text
+end
+
+return M
