@@ -137,7 +137,8 @@ secrets:
     assert.matches("^moat.yaml:3:6: secret B .* did you mean op://vault/item/field%?", errs[2])
     assert.matches("^moat.yaml:4:6: secret C .* did you mean op://vault/item/field%?", errs[3])
     assert.matches("^moat.yaml:5:6: secret D .* did you mean env://HOME%?", errs[4])
-    assert.matches("^moat.yaml:6:6: secret E .* did you mean op://vault/item/field%?", errs[5])
+    assert.matches("^moat.yaml:6:6: secret E has whitespace around a reference: did you mean op://vault/item/field%?",
+      errs[5])
   end)
 
   it("spots broken references of the schemes it is given", function()

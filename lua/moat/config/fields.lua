@@ -84,8 +84,10 @@ function M.secrets(self, v, cfg)
     else
       local fixed = refs.suspicious_ref(val.value, self.schemes)
       if not fixed then return { name = name, ref = val.value, where = self:where(val) } end
-      self:at(val, ("secret %s looks like a broken reference: did you mean %s? (a value that only looks like a"
-        .. " reference: export it and write %s: env://VAR)"):format(name, fixed, name))
+      local what = fixed == val.value:match("^%s*(.-)%s*$") and "has whitespace around a reference"
+        or "looks like a broken reference"
+      self:at(val, ("secret %s %s: did you mean %s? (a value that only looks like a reference: export it"
+        .. " and write %s: env://VAR)"):format(name, what, fixed, name))
     end
   end)
 end
