@@ -112,6 +112,12 @@ describe("config files moat refuses to read", function()
     assert.matches("name: mine", out, 1, true)
   end)
 
+  it("names a --config file that does not exist", function()
+    local code, _, err = config({ ws, "--config", root .. "/missing.yaml" })
+    assert.equal(78, code)
+    assert.matches("config file " .. root .. "/missing.yaml does not exist", err, 1, true)
+  end)
+
   it("refuses --config naming a device or a FIFO", function()
     -- Old code: /dev/null read as an empty config and loaded; a FIFO blocked.
     local code, _, err = config({ ws, "--config", "/dev/null" })

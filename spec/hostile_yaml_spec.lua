@@ -122,3 +122,33 @@ describe("hostile YAML", function()
     assert.is_true(rss_kib() - before < 32 * 1024)
   end)
 end)
+
+-- The same inputs through config.parse: the plain-words translation of libyaml's messages
+-- keeps every refusal named, positioned and free of control characters.
+describe("hostile YAML through config.parse", function()
+  local config = require("moat.config")
+
+  for _, name in ipairs(names()) do
+    it("refuses " .. name .. " with file:line:col", function()
+      local cfg, errs = config.parse(hostile[name](), "hostile.yaml", "/w")
+      assert.is_nil(cfg)
+      assert.matches("^hostile%.yaml:%d+:%d+: ", errs[1])
+      assert.matches(hostile.expect[name], errs[1])
+      assert.is_nil(errs[1]:find("[%z\1-\31\127]"))
+    end)
+  end
+
+  it("translates random bytes without raising", function()
+    local x = 11
+    for _ = 1, 50 do
+      local bytes = {}
+      for i = 1, 2048 do
+        x = (x * 1103515245 + 12345) % 2147483648
+        bytes[i] = string.char((x >> 16) % 128)
+      end
+      local ok, cfg, errs = pcall(config.parse, table.concat(bytes), "hostile.yaml", "/w")
+      assert.is_true(ok, tostring(cfg))
+      if not cfg then assert.matches("^hostile%.yaml:%d+:%d+: ", errs[1]) end
+    end
+  end)
+end)

@@ -22,8 +22,10 @@ end
 -- Checks that `path` is a regular file; `inside` (a realpath) is the workspace it must stay
 -- in when it is a symlink (nil for a file the user named). Returns attributes | nil, why.
 function M.check(path, inside)
-  local link, err = lfs.symlinkattributes(path)
-  if not link then return nil, "cannot be read: " .. tostring(err) end
+  local link, _, errno = lfs.symlinkattributes(path)
+  if not link then
+    return nil, errno == 2 and "does not exist" or ("cannot be examined (errno %s)"):format(tostring(errno))
+  end
   if link.mode == "link" then
     local real = require("moat.c.system").realpath(path)
     if not real then return nil, "is a symlink to nowhere" end
