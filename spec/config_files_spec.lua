@@ -2,6 +2,7 @@
 -- out of the workspace, a FIFO, a device, a socket or a directory is refused with exit 78
 -- naming the file and what it is, without ever blocking; --config FILE may be a symlink.
 local t = require("support.moat")
+local need = require("support.need")
 
 describe("config files moat refuses to read", function()
   local root, ws
@@ -88,7 +89,7 @@ describe("config files moat refuses to read", function()
     -- Old code: the open failed and the socket counted as no config at all.
     local r = t.exec({ "python3", "-c", "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])",
       ws .. "/agent.yaml" })
-    if r.code ~= 0 then pending("cannot make a unix socket here") return end
+    if r.code ~= 0 then return pending(need.missing("a unix socket in a temp dir", r.stderr)) end
     local code, _, err = config({ ws })
     assert.equal(78, code)
     assert.matches(ws .. "/agent.yaml is a socket", err, 1, true)
@@ -96,8 +97,7 @@ describe("config files moat refuses to read", function()
 
   it("refuses a device node", function()
     if sh('mknod "$1" c 1 3 2>/dev/null', ws .. "/moat.yaml") ~= 0 then
-      pending("cannot make a device node here")
-      return
+      return pending(need.missing("mknod", "making a device node needs root and CAP_MKNOD"))
     end
     local code, _, err = config({ ws })
     assert.equal(78, code)
