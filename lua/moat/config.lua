@@ -167,6 +167,7 @@ function M.find(dir)
   return cfile.find(dir, M.FILES)
 end
 
+-- Raises the config failure (exit 78) for `fmt` filled with `...`, each argument escaped.
 local function _fail(fmt, ...)
   local args = table.pack(...)
   for i = 1, args.n do args[i] = _escape(tostring(args[i])) end

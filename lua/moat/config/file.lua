@@ -29,7 +29,8 @@ function M.check(path, inside)
   if link.mode == "link" then
     local real = require("moat.c.system").realpath(path)
     if not real then return nil, "is a symlink to nowhere" end
-    if inside and real:sub(1, #inside + 1) ~= inside .. "/" then
+    local prefix = inside and (inside:gsub("/+$", "") .. "/")
+    if prefix and real:sub(1, #prefix) ~= prefix then
       return nil, "is a symlink to a file outside the workspace; moat reads only configs that live in"
         .. " the workspace (use --config FILE for a file of your own)"
     end
