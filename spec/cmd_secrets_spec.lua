@@ -173,7 +173,6 @@ secrets:
     local ws = workspace("secrets:\n  DB: op://v/app/db\n  BAD: op://v/nope/x\n")
     local code = t.moat({ "secrets", "check", "--resolve", ws }, { env = env() })
     assert.equal(69, code)
-    local json = require("moat.c.json")
     local runs = {}
     for f in require("lfs").dir(home .. "/.moat/runs") do
       if f:sub(1, 1) ~= "." then runs[#runs + 1] = f end
