@@ -232,6 +232,37 @@ describe("moat.c.mask", function()
         assert.equal(want, run(m, bytes(input), { pats, repl }))
       end
     end)
+
+    -- Bytes that start no pattern (with the byte after them) are passed over without
+    -- stepping the automaton; inputs mostly made of such bytes, with one-byte patterns and
+    -- patterns cut at chunk ends, exercise that path against the reference.
+    it("matches the reference where most bytes can start no pattern", function()
+      math.randomseed(11)
+      local rnd = math.random
+      local function word(alphabet, min, max)
+        local t = {}
+        for i = 1, rnd(min, max) do
+          local k = rnd(1, #alphabet)
+          t[i] = alphabet:sub(k, k)
+        end
+        return table.concat(t)
+      end
+      for _ = 1, 1500 do
+        local pats = {}
+        for i = 1, rnd(1, 4) do pats[i] = word("abc", 1, 6) end
+        local input = word("abcxyz.....", 0, 160)
+        local m = mask.new(pats, "#")
+        local want = reference(input, pats, "#")
+        assert.equal(want, run(m, random_split(input, rnd), { pats, "#" }))
+        assert.equal(want, run(m, { input }, { pats, "#" }))
+      end
+      local m = mask.new({ "ab" }, "#")
+      assert.equal("xxx", m:feed("xxxa"))
+      assert.equal("#x", m:feed("bx"))
+      assert.equal("xx", m:feed("xxa"))
+      assert.equal("ac", m:feed("c"))
+      assert.equal("", m:finish())
+    end)
   end)
 
   describe("lifetime", function()

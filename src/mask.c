@@ -30,6 +30,9 @@ typedef struct {
     unsigned char *term; /* 1 where a pattern ends */
     unsigned char *ring;
     uint32_t root_next[256];
+    /* Bit (a << 8 | b) is set when some pattern starts with the bytes a b, or is just a:
+     * from the root, a byte whose pair with the next byte is clear starts no match. */
+    uint64_t starts[1024];
     uint32_t nodes, cap, state;
     uint64_t pos, end;
 } Masker;
@@ -86,6 +89,24 @@ static void link_all(Masker *m, uint32_t *queue)
             link_node(m, u, f ? g : m->root_next[m->label[u]]);
             queue[tail++] = u;
         }
+    }
+}
+
+static void set_start(Masker *m, unsigned a, unsigned b)
+{
+    unsigned bit = a << 8 | b;
+    m->starts[bit >> 6] |= (uint64_t)1 << (bit & 63);
+}
+
+/* Fills starts from the first two levels of the trie. */
+static void mark_starts(Masker *m)
+{
+    for (uint32_t t = m->child[0]; t; t = m->sibling[t]) {
+        if (m->term[t])
+            for (unsigned b = 0; b < 256; b++)
+                set_start(m, m->label[t], b);
+        for (uint32_t u = m->child[t]; u; u = m->sibling[u])
+            set_start(m, m->label[t], m->label[u]);
     }
 }
 
@@ -179,6 +200,7 @@ static int l_new(lua_State *L)
     }
     uint32_t *queue = lua_newuserdatauv(L, (size_t)m->nodes * sizeof *queue, 0);
     link_all(m, queue);
+    mark_starts(m);
     lua_pop(L, 1);
     return 1;
 }
@@ -237,6 +259,36 @@ static void step(Masker *m, unsigned char c, luaL_Buffer *out, const char *repl,
     }
 }
 
+static int may_start(const Masker *m, unsigned char a, unsigned char b)
+{
+    unsigned bit = (unsigned)a << 8 | b;
+    return (m->starts[bit >> 6] >> (bit & 63)) & 1;
+}
+
+/* How many of the n bytes at p pass straight through from the root: each of them with
+ * the byte after it starts no pattern, so the automaton would be back at the root after
+ * every one of them with nothing held (see starts). The last byte is left to step, as
+ * what follows it is not known yet. */
+static size_t skip(const Masker *m, const unsigned char *p, size_t n)
+{
+    size_t k = 0;
+    while (k + 1 < n && !may_start(m, p[k], p[k + 1]))
+        k++;
+    return k;
+}
+
+/* At a depth-1 state the one held byte a is decided as itself when a and the next byte c
+ * start no pattern: the state after c is then what the root would give for c. */
+static void release_one(Masker *m, unsigned char c, luaL_Buffer *out)
+{
+    uint32_t s = m->state;
+    if (s && m->depth[s] == 1 && m->pos + 1 == m->end && !may_start(m, m->label[s], c)) {
+        luaL_addchar(out, (char)m->label[s]);
+        m->pos++;
+        m->state = 0;
+    }
+}
+
 /* m:feed(data) -> the output that can no longer be part of a match, masked */
 static int m_feed(lua_State *L)
 {
@@ -248,8 +300,17 @@ static int m_feed(lua_State *L)
     const char *repl = lua_tolstring(L, 3, &rlen);
     luaL_Buffer out;
     luaL_buffinitsize(L, &out, len);
-    for (size_t k = 0; k < len; k++)
-        step(m, data[k], &out, repl, rlen);
+    for (size_t k = 0; k < len;) {
+        release_one(m, data[k], &out);
+        size_t run = m->state == 0 && m->pos == m->end ? skip(m, data + k, len - k) : 0;
+        if (run) {
+            luaL_addlstring(&out, (const char *)data + k, run);
+            m->pos = m->end += run;
+            k += run;
+        } else {
+            step(m, data[k++], &out, repl, rlen);
+        }
+    }
     luaL_pushresult(&out);
     return 1;
 }
