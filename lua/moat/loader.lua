@@ -87,7 +87,7 @@ M.CORE = { ["moat.loader"] = true, ["moat.boot"] = true, ["moat.trust"] = true, 
 
 -- Returns true when module `name` may only come from the built-in directory.
 function M.is_core(name)
-  return M.CORE[name] or name:match("^moat%.auditlog%.") ~= nil
+  return M.CORE[name] or name:match("^moat%.auditlog%.") ~= nil or name:match("^moat%.trust%.") ~= nil
 end
 
 local function _compile(path, kind)

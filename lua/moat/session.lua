@@ -84,12 +84,36 @@ local function _apply(s, o, cfg)
   p.runtime = o.runtime or p.runtime or (s.environ.MOAT_RUNTIME ~= "" and s.environ.MOAT_RUNTIME) or nil
 end
 
+-- Checks the workspace's trust: its place, its .moat/ Lua and the guarded part of its config.
+-- A session that fetches values (o.audit) needs all of it trusted (o.trust records it first);
+-- one that fetches nothing only warns about the config. Enables trusted workspace Lua.
+local function _trust(o, cfg)
+  local trust = require("moat.trust")
+  local st, err = trust.status(cfg.dir, cfg)
+  if not st then return nil, err, "trust" end
+  local bad = trust.placement(st.real)
+  if bad then return nil, bad, "denied" end
+  local open = st.state == "untrusted" or st.state == "changed"
+  if open and o.trust then
+    local rec, terr = trust.trust(st.real, cfg)
+    if not rec then return nil, terr, "audit" end
+    ui.progress(("trusted %s"):format(st.real))
+    st = assert(trust.status(st.real, cfg))
+    open = false
+  end
+  if open and (o.audit or not st.lua_ok) then return nil, trust.message(st), "trust" end
+  if open then ui.warn(trust.message(st)) end
+  local ok, aerr = trust.activate(st.real, st)
+  if ok == nil then return nil, aerr, "trust" end
+  return true
+end
+
 -- Loads the config of `o.dir`, enables its trusted workspace Lua and builds the plan.
 local function _load(s, o)
   local cfg, err, kind = _pfail(require("moat.config").load, o.dir or ".", o.config)
   if not cfg then return nil, err, kind end
-  local ok, terr = require("moat.trust").activate(cfg.dir)
-  if ok == nil then return nil, terr, "trust" end
+  local ok, terr, tkind = _trust(o, cfg)
+  if not ok then return nil, terr, tkind end
   local plan, plain, pkind = require("moat.plan").build(cfg, { secrets = o.secrets, env = o.env })
   if not plan then return nil, plain, pkind end
   s.plan, s.plain, s.cfg = plan, plain, cfg
@@ -147,8 +171,8 @@ end
 
 -- Opens a session: config, trust, plan, policy and (with o.launch) the runtime, validated.
 -- o: dir, config, secrets = {"NAME=REF"}, env = {"NAME=VALUE"}, runtime, image, command,
--- interactive, keep, jobs, timeout, version, audit (record the run), launch (a runtime is
--- needed), dry_run, purpose ("run" | "check"). Returns session | nil, message, kind.
+-- interactive, keep, jobs, timeout, version, audit (record the run; values are fetched),
+-- launch (a runtime is needed), dry_run, trust (trust the workspace first), purpose ("run" | "check"). Returns session | nil, message, kind.
 function M.open(o)
   local s = { opts = o, environ = require("moat.c.system").environ() }
   local ok, err, kind = _load(s, o)

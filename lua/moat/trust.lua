@@ -1,10 +1,14 @@
--- Workspace trust: `moat trust DIR` records the SHA-256 of every file under DIR/.moat/ in
--- $MOAT_HOME/trust/<sha256 of DIR's real path>.json. Workspace Lua (.moat/lua/**, .moat/policy.lua)
--- loads only while that record matches the files exactly: the agent in the container can write
--- to the workspace, so anything it drops there must not run on the host unasked.
+-- Workspace trust (the direnv model): `moat trust DIR` records in
+-- $MOAT_HOME/trust/<sha256 of DIR's real path>.json the SHA-256 of every file under DIR/.moat/
+-- and of each guarded item of a config that lives in the workspace (moat.trust.guard).
+-- Workspace Lua loads, and the guarded config takes effect, only while that record matches
+-- exactly: the agent in the container can write to the workspace, and a cloned repository is
+-- someone else's words, so nothing there may choose secrets or run on the host unasked.
 local lfs = require("lfs")
 local sys = require("moat.c.system")
 local json = require("moat.c.json")
+local guard = require("moat.trust.guard")
+local text = require("moat.text")
 
 local M = {}
 
@@ -13,14 +17,10 @@ M.MAX_DEPTH = 32
 
 M._active = nil         -- { real, record } once activate() approved a workspace
 
--- Returns the directory holding trust records ($MOAT_HOME/trust).
+-- Returns the directory holding trust records ($MOAT_HOME/trust) | nil, message.
 function M.dir()
-  local ok, auditlog = pcall(require, "moat.auditlog")
-  local home = ok and auditlog.home() or nil
-  if not home then
-    local env = os.getenv("MOAT_HOME")
-    home = (env and env ~= "") and env or ((os.getenv("HOME") or "") .. "/.moat")
-  end
+  local home, err = require("moat.auditlog").home()
+  if not home then return nil, err end
   return home .. "/trust"
 end
 
@@ -32,15 +32,11 @@ function M.realpath(dir)
   return real
 end
 
--- Returns the trust record's path for the workspace whose real path is `real`.
+-- Returns the trust record's path for the workspace whose real path is `real` | nil, message.
 function M.record_path(real)
-  return M.dir() .. "/" .. sys.sha256(real) .. ".json"
-end
-
--- Returns `s` quoted for a POSIX shell when it needs it (for the commands moat suggests).
-function M.shell_quote(s)
-  if s:match("^[%w@%%+=:,./_-]+$") then return s end
-  return "'" .. s:gsub("'", "'\\''") .. "'"
+  local dir, err = M.dir()
+  if not dir then return nil, err end
+  return dir .. "/" .. sys.sha256(real) .. ".json"
 end
 
 local function _hash_entry(path, mode)
@@ -102,45 +98,87 @@ end
 
 -- Returns the recorded trust for `real` | nil (never trusted), message (unreadable record).
 function M.read_record(real)
-  local path = M.record_path(real)
+  local path, perr = M.record_path(real)
+  if not path then return nil, perr end
   local f = io.open(path, "rb")
   if not f then return nil end
-  local text = f:read("a") or ""
+  local data = f:read(1024 * 1024) or ""
   f:close()
-  local rec = json.decode(text)
+  local rec = json.decode(data)
   if type(rec) ~= "table" or type(rec.files) ~= "table" or rec.workspace ~= real then
     return nil, path .. " is not a valid trust record; run moat trust again"
   end
+  if type(rec.config) ~= "table" then rec.config = {} end
   return rec
 end
 
-local function _mkdir(path)
-  if lfs.attributes(path, "mode") == "directory" then return true end
-  local ok, err = lfs.mkdir(path)
-  if not ok and lfs.attributes(path, "mode") ~= "directory" then
-    return nil, ("cannot create %s: %s"):format(path, tostring(err))
+-- Directories the agent must never be able to write, because moat reads them: real paths.
+local function _private()
+  local loader = require("moat.loader")
+  local out = {}
+  local function add(d, inside_too)
+    if type(d) ~= "string" or d:sub(1, 1) ~= "/" then return end
+    out[#out + 1] = { path = sys.realpath(d) or d:gsub("/+$", ""), inside = inside_too }
   end
-  return true
+  add(os.getenv("HOME"), false)
+  add((require("moat.auditlog").home()), true)
+  add(loader.user_dir(), true)
+  add(loader.site_dir(), true)
+  return out
 end
 
--- Records the current files of workspace `dir`. Returns record { workspace, trusted_at,
--- files = {rel = hex}, count, path } | nil, message.
-function M.trust(dir)
+-- Returns nil when the workspace whose real path is `real` may be used, else why not: it may
+-- not equal or contain HOME, $MOAT_HOME or the user and site config directories, nor sit
+-- inside $MOAT_HOME or those config directories (the agent must never write where moat reads).
+function M.placement(real)
+  local base = real == "/" and "/" or real .. "/"
+  for _, d in ipairs(_private()) do
+    local contains = d.path == real or d.path:sub(1, #base) == base
+    local inside = d.inside and real:sub(1, #d.path + 1) == d.path .. "/"
+    if contains or inside then
+      return ("the workspace %s %s %s, which moat reads: the agent could change what moat does next;"
+        .. " run moat from a project directory instead"):format(text.show(real),
+        contains and (d.path == real and "is" or "contains") or "is inside", text.show(d.path))
+    end
+  end
+  return nil
+end
+
+-- Returns the guarded config items of `cfg` when its file lives in workspace `real`, else
+-- none: a config outside the workspace and command-line options are the user's own words.
+local function _items(cfg, real)
+  if not cfg or not guard.inside(cfg.file, real) then return {} end
+  return guard.items(cfg, real)
+end
+
+-- Records the current files of workspace `dir` and the guarded items of its config `cfg`
+-- (optional). Returns record { workspace, trusted_at, files = {rel = hex}, config = {key = hex},
+-- count, path, items } | nil, message.
+function M.trust(dir, cfg)
   local real, err = M.realpath(dir)
   if not real then return nil, err end
+  local bad = M.placement(real)
+  if bad then return nil, bad end
   local files, count = M.scan(real)
   if not files then return nil, count end
-  local tdir = M.dir()
-  local home = tdir:match("^(.*)/[^/]+$")
-  local ok, merr = _mkdir(home)
-  if ok then ok, merr = _mkdir(tdir) end
-  if not ok then return nil, merr end
-  local rec = { version = 1, workspace = real, trusted_at = sys.now(), files = files }
-  local text = assert(json.encode(rec, { pretty = true }))
+  local items, ierr = _items(cfg, real)
+  if not items then return nil, ierr end
+  local home, herr = require("moat.auditlog").ensure_home()
+  if not home then return nil, herr end
+  local tdir = home .. "/trust"
+  if lfs.attributes(tdir, "mode") ~= "directory" then
+    local ok, merr = sys.mkdir(tdir, tonumber("700", 8))
+    if not ok and lfs.attributes(tdir, "mode") ~= "directory" then
+      return nil, ("cannot create %s: %s"):format(tdir, tostring(merr))
+    end
+  end
+  local config = {}
+  for _, it in ipairs(items) do config[it.key] = it.hash end
+  local rec = { version = 2, workspace = real, trusted_at = sys.now(), files = files, config = config }
   local path = M.record_path(real)
-  local wok, werr = sys.write_file(path, text .. "\n", tonumber("600", 8))
+  local wok, werr = sys.write_file(path, assert(json.encode(rec, { pretty = true })) .. "\n", tonumber("600", 8))
   if not wok then return nil, ("cannot write %s: %s"):format(path, tostring(werr)) end
-  rec.count, rec.path = count, path
+  rec.count, rec.path, rec.items = count, path, items
   return rec
 end
 
@@ -148,7 +186,8 @@ end
 function M.untrust(dir)
   local real, err = M.realpath(dir)
   if not real then return nil, err end
-  local path = M.record_path(real)
+  local path, perr = M.record_path(real)
+  if not path then return nil, perr end
   if lfs.attributes(path, "mode") == nil then return false, path end
   local ok, rerr = os.remove(path)
   if not ok then return nil, ("cannot remove %s: %s"):format(path, tostring(rerr)) end
@@ -156,57 +195,77 @@ function M.untrust(dir)
   return true, path
 end
 
--- Compares the workspace's files with its trust record. Returns
--- { real, state = "none"|"trusted"|"untrusted"|"changed", changed, added, removed, files, record }
--- ("none": no Lua under .moat/ and no record) | nil, message.
-function M.status(dir)
+-- Compares `now` (key -> hash) with `was`: returns changed, added, removed (sorted keys).
+local function _diff(now, was)
+  local changed, added, removed = {}, {}, {}
+  for k, h in pairs(now) do
+    if was[k] == nil then added[#added + 1] = k elseif was[k] ~= h then changed[#changed + 1] = k end
+  end
+  for k in pairs(was) do
+    if now[k] == nil then removed[#removed + 1] = k end
+  end
+  table.sort(changed)
+  table.sort(added)
+  table.sort(removed)
+  return changed, added, removed
+end
+
+-- Compares the workspace's .moat/ files and the guarded items of its config `cfg` (optional)
+-- with its trust record. Returns { real, state = "none"|"trusted"|"untrusted"|"changed",
+-- lua_ok, changed, added, removed (files), config = {changed, added, removed, show = key -> text},
+-- files, items, record } ("none": nothing guarded and no record) | nil, message.
+function M.status(dir, cfg)
   local real, err = M.realpath(dir)
   if not real then return nil, err end
   local files, serr = M.scan(real)
   if not files then return nil, serr end
+  local items, ierr = _items(cfg, real)
+  if not items then return nil, ierr end
   local rec, rerr = M.read_record(real)
-  local st = { real = real, files = files, record = rec, changed = {}, added = {}, removed = {} }
+  local now, show = {}, {}
+  for _, it in ipairs(items) do now[it.key], show[it.key] = it.hash, it.show end
+  local st = { real = real, files = files, items = items, record = rec, invalid = rerr }
+  st.changed, st.added, st.removed = _diff(files, rec and rec.files or {})
+  local c = { show = show }
+  c.changed, c.added, c.removed = _diff(now, rec and rec.config or {})
+  st.config = c
+  local lua_diff = #st.changed + #st.added + #st.removed
+  local config_diff = #c.changed + #c.added + #c.removed
+  st.lua_ok = not M.has_lua(files) or (rec ~= nil and lua_diff == 0)
   if not rec then
-    st.state = M.has_lua(files) and "untrusted" or "none"
-    st.invalid = rerr
-    for rel in pairs(files) do st.added[#st.added + 1] = rel end
-    table.sort(st.added)
-    return st
+    st.state = (M.has_lua(files) or #items > 0) and "untrusted" or "none"
+  else
+    st.state = (lua_diff + config_diff == 0) and "trusted" or "changed"
   end
-  for rel, h in pairs(files) do
-    if rec.files[rel] == nil then
-      st.added[#st.added + 1] = rel
-    elseif rec.files[rel] ~= h then
-      st.changed[#st.changed + 1] = rel
-    end
-  end
-  for rel in pairs(rec.files) do
-    if files[rel] == nil then st.removed[#st.removed + 1] = rel end
-  end
-  table.sort(st.changed)
-  table.sort(st.added)
-  table.sort(st.removed)
-  st.state = (#st.changed + #st.added + #st.removed == 0) and "trusted" or "changed"
   return st
+end
+
+local function _config_lines(lines, st)
+  local c = st.config
+  if not c then return end
+  for _, k in ipairs(c.added) do lines[#lines + 1] = "  + " .. c.show[k] end
+  for _, k in ipairs(c.changed) do lines[#lines + 1] = "  ~ " .. c.show[k] end
+  for _, k in ipairs(c.removed) do lines[#lines + 1] = "  - " .. text.show(k) end
 end
 
 -- Returns the text for people explaining why the workspace of status `st` is refused.
 function M.message(st)
   local lines = {}
-  local cmd = "moat trust " .. M.shell_quote(st.real)
+  local cmd = "moat trust " .. text.quote_word(st.real)
   if st.state == "untrusted" then
-    lines[1] = ("the workspace %s has Lua under .moat/ that you have not trusted:"):format(st.real)
+    lines[1] = ("the workspace %s is not trusted; trusting it allows:"):format(st.real)
     for _, rel in ipairs(st.added) do lines[#lines + 1] = "  not trusted: .moat/" .. rel end
     if st.invalid then lines[#lines + 1] = "  (" .. st.invalid .. ")" end
   else
-    lines[1] = ("the files under %s/.moat/ changed since you trusted them:"):format(st.real)
+    lines[1] = ("the workspace %s changed since you trusted it:"):format(st.real)
     for _, rel in ipairs(st.changed) do lines[#lines + 1] = "  changed:  .moat/" .. rel end
     for _, rel in ipairs(st.added) do lines[#lines + 1] = "  appeared: .moat/" .. rel end
     for _, rel in ipairs(st.removed) do lines[#lines + 1] = "  vanished: .moat/" .. rel end
   end
-  lines[#lines + 1] = "moat runs no workspace Lua it has not been told to trust (anything in the container"
-    .. " can write there)."
-  lines[#lines + 1] = "Review the files, then run: " .. cmd
+  _config_lines(lines, st)
+  lines[#lines + 1] = "moat runs no workspace Lua and takes no secrets, env files, runtime, mounts or network"
+    .. " from a workspace config until you trust them (anything in the container can write there)."
+  lines[#lines + 1] = "Review them, then run: " .. cmd .. "  (or moat run --trust)"
   return table.concat(lines, "\n")
 end
 
@@ -248,17 +307,19 @@ function M.active()
 end
 
 -- Enables the Lua of workspace `dir` (its .moat/lua on the module path, its .moat/policy.lua
--- for moat.policy). Returns true when workspace Lua is enabled, false when there is none
--- | nil, message naming the files when they are untrusted or changed since `moat trust`.
-function M.activate(dir)
-  local st, err = M.status(dir)
+-- for moat.policy); `st` is its status when the caller has it. Returns true when workspace Lua
+-- is enabled, false when there is none | nil, message naming the files when they are
+-- untrusted or changed since `moat trust`.
+function M.activate(dir, st)
+  local err
+  if not st then st, err = M.status(dir) end
   if not st then return nil, err end
-  if st.state == "none" or not M.has_lua(st.files) then
+  if not M.has_lua(st.files) then
     -- Nothing under .moat/ would be loaded, so there is nothing to refuse.
     M._active = nil
     return false
   end
-  if st.state ~= "trusted" then return nil, M.message(st) end
+  if not st.lua_ok then return nil, M.message(st) end
   M._active = { real = st.real, record = st.record }
   local loader = require("moat.loader")
   if lfs.attributes(st.real .. "/.moat/lua", "mode") == "directory" then

@@ -12,7 +12,7 @@ M.SPEC = {
   ["--runtime"] = "value", ["--image"] = "value", ["--env"] = "list", ["-e"] = "--env",
   ["--secret"] = "list", ["--mask"] = "flag", ["--no-mask"] = "flag", ["--timeout"] = "value",
   ["--jobs"] = "value", ["--dry-run"] = "flag", ["--interactive"] = "flag", ["-i"] = "--interactive",
-  ["--keep"] = "flag", ["--config"] = "value",
+  ["--keep"] = "flag", ["--config"] = "value", ["--trust"] = "flag",
 }
 
 -- Returns the positive number of seconds in `s` | nil.
@@ -86,7 +86,7 @@ function M.main(argv, ctx)
   local s, err, kind = session.open({
     dir = dir, config = opts.config, secrets = opts.secret, env = opts.env, runtime = opts.runtime,
     image = opts.image, command = command, interactive = opts.interactive, keep = opts.keep,
-    jobs = opts.jobs, timeout = opts.timeout, version = ctx.version, launch = true,
+    jobs = opts.jobs, timeout = opts.timeout, version = ctx.version, launch = true, trust = opts.trust,
     audit = not opts.dry_run, dry_run = opts.dry_run, purpose = "run",
   })
   if not s then exit.fail_kind(err, kind) end

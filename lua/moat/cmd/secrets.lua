@@ -10,7 +10,8 @@ local ui = require("moat.ui")
 local M = {}
 
 local SPEC = {
-  ["--resolve"] = "flag", ["--json"] = "flag", ["--config"] = "value", ["--timeout"] = "value",
+  ["--resolve"] = "flag", ["--trust"] = "flag",
+  ["--json"] = "flag", ["--config"] = "value", ["--timeout"] = "value",
   ["--jobs"] = "value", ["--secret"] = "list",
 }
 
@@ -110,6 +111,7 @@ function M.main(argv, ctx)
   local limits = M.limits(ctx, opts)
   local s, err, kind = session.open({ dir = pos[1] or ".", config = opts.config, secrets = opts.secret,
     jobs = limits.jobs, timeout = limits.timeout, version = ctx.version, audit = opts.resolve,
+    trust = opts.trust,
     purpose = "check" })
   if not s then exit.fail_kind(err, kind) end
   if not opts.resolve then return _validate(s.plan, limits, opts.json) end

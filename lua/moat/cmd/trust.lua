@@ -1,42 +1,55 @@
--- `moat trust [DIR]`: record the SHA-256 of every file under DIR/.moat/ so that its Lua
--- (backends, modules, policy.lua) may load, until any of those files changes.
+-- `moat trust [DIR]`: record what the workspace may do — the SHA-256 of every file under
+-- DIR/.moat/ (backends, modules, policy.lua) and of each guarded item of its config (secrets,
+-- env files, runtime, mounts, network, profiles) — until any of it changes.
 local args = require("moat.args")
 local cli = require("moat.cli")
 local exit = require("moat.exit")
+local text = require("moat.text")
 local ui = require("moat.ui")
 
 local M = {}
 
--- Entry point: returns the exit status.
-function M.main(argv, ctx)
-  local opts, pos, rest = args.parse(argv, {})
-  if not opts then cli.usage_error(ctx, pos) end
-  if rest or #pos > 1 then cli.usage_error(ctx, "moat trust takes at most one DIR") end
-  local trust = require("moat.trust")
-  local dir = pos[1] or "."
-  local real, err = trust.realpath(dir)
-  if not real then exit.fail(exit.USAGE, err) end
-  local lfs = require("lfs")
-  if lfs.attributes(real .. "/.moat", "mode") ~= "directory" then
-    exit.fail(exit.USAGE, ("%s has no .moat/ directory: there is nothing to trust"):format(real))
-  end
-  local before = trust.status(real)
-  local rec, terr = trust.trust(real)
-  if not rec then exit.fail(exit.IOERR, terr) end
+M.SPEC = { ["--config"] = "value" }
+
+local function _mark(before, key, now, field)
+  local was = before and before.record and before.record[field]
+  if not was then return "" end
+  if was[key] == nil then return "  (new)" end
+  if was[key] ~= now then return "  (changed)" end
+  return ""
+end
+
+local function _print(rec, before, real)
   local names = {}
   for rel in pairs(rec.files) do names[#names + 1] = rel end
   table.sort(names)
   for _, rel in ipairs(names) do
-    local mark = ""
-    if before and before.record then
-      if before.record.files[rel] == nil then mark = "  (new)"
-      elseif before.record.files[rel] ~= rec.files[rel] then mark = "  (changed)" end
-    end
-    io.stdout:write(("%s  .moat/%s%s\n"):format(rec.files[rel]:sub(1, 12), rel, mark))
+    io.stdout:write(("%s  .moat/%s%s\n"):format(rec.files[rel]:sub(1, 12), text.escape(rel),
+      _mark(before, rel, rec.files[rel], "files")))
   end
-  io.stdout:write(("trusted %d file%s under %s/.moat/\n"):format(rec.count, rec.count == 1 and "" or "s", real))
-  if not trust.has_lua(rec.files) then
-    ui.hint("there is no Lua under .moat/ yet; adding any file later needs `moat trust` again")
+  for _, it in ipairs(rec.items) do
+    io.stdout:write(("allow  %s%s\n"):format(it.show, _mark(before, it.key, it.hash, "config")))
+  end
+  io.stdout:write(("trusted %s under %s/.moat/ and %s of its config\n"):format(text.count(rec.count, "file"),
+    text.show(real), text.count(#rec.items, "guarded item")))
+end
+
+-- Entry point: returns the exit status.
+function M.main(argv, ctx)
+  local opts, pos, rest = args.parse(argv, M.SPEC)
+  if not opts then cli.usage_error(ctx, pos) end
+  if rest or #pos > 1 then cli.usage_error(ctx, "moat trust takes at most one DIR") end
+  local trust = require("moat.trust")
+  local real, err = trust.realpath(pos[1] or ".")
+  if not real then exit.fail(exit.USAGE, err) end
+  -- The config is read to hash its guarded part; a broken config is still reported (exit 78).
+  local cfg = require("moat.config").load(real, opts.config)
+  local before = trust.status(real, cfg)
+  local rec, terr = trust.trust(real, cfg)
+  if not rec then exit.fail(exit.NOPERM, terr) end
+  _print(rec, before, real)
+  if rec.count == 0 and #rec.items == 0 then
+    ui.hint("nothing in this workspace needs trust yet; adding .moat/ Lua or secrets later needs `moat trust` again")
   end
   return 0
 end
