@@ -73,20 +73,7 @@ static void close_fd(int *fd)
 
 static void on_chld(int sig)
 {
-    int saved = errno;
-    unsigned char b = (unsigned char)sig;
-    if (write(chld_pipe[1], &b, 1) < 0) {
-        /* A full pipe already holds a wake-up; nothing else can be done here. */
-    }
-    errno = saved;
-}
-
-static void drain_chld_pipe(void)
-{
-    unsigned char b[256];
-    ssize_t n;
-    while ((n = read(chld_pipe[0], b, sizeof b)) > 0 || (n < 0 && errno == EINTR))
-        ;
+    moat_wake(chld_pipe[1], sig);
 }
 
 /* moat.c.signal's shared part, which luaopen made sure is in the registry. */
@@ -916,7 +903,7 @@ static int l_wait(lua_State *L)
     int64_t until = limit >= 0 ? now_ms() + limit : -1;
     const struct moat_signals *signals = shared_signals(L);
     for (;;) {
-        drain_chld_pipe();
+        moat_drain(chld_pipe[0], NULL);
         int sig = signals->collect(), ready = 0;
         int64_t now = now_ms();
         for (int i = 0; i < n; i++) {
@@ -986,15 +973,7 @@ int luaopen_moat_c_proc(lua_State *L)
     sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
     sigaction(SIGCHLD, &sa, NULL);
 
-    if (lua_getfield(L, LUA_REGISTRYINDEX, SENTINEL_KEY) == LUA_TNIL) {
-        lua_newuserdatauv(L, 1, 0);
-        lua_newtable(L);
-        lua_pushcfunction(L, sentinel_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_setmetatable(L, -2);
-        lua_setfield(L, LUA_REGISTRYINDEX, SENTINEL_KEY);
-    }
-    lua_pop(L, 1);
+    moat_sentinel(L, SENTINEL_KEY, sentinel_gc);
 
     if (luaL_newmetatable(L, PROC_MT)) {
         luaL_setfuncs(L, metamethods, 0);

@@ -50,28 +50,19 @@ static const char *name_of(int num)
 
 static void on_signal(int sig)
 {
-    int saved = errno;
-    unsigned char b = (unsigned char)sig;
-    if (write(self_pipe[1], &b, 1) < 0) {
-        /* A full pipe already holds a wake-up; nothing else can be done here. */
-    }
-    errno = saved;
+    moat_wake(self_pipe[1], sig);
+}
+
+static void queue(unsigned char sig)
+{
+    if (npending < MAX_PENDING)
+        pending[npending++] = sig;
 }
 
 /* Moves what the handlers wrote into the pending queue; true when anything arrived. */
 static int collect(void)
 {
-    unsigned char b[256];
-    ssize_t n;
-    int got = 0;
-    while ((n = read(self_pipe[0], b, sizeof b)) > 0 || (n < 0 && errno == EINTR)) {
-        for (ssize_t i = 0; i < n; i++) {
-            if (npending < MAX_PENDING)
-                pending[npending++] = b[i];
-            got = 1;
-        }
-    }
-    return got;
+    return moat_drain(self_pipe[0], queue);
 }
 
 static struct moat_signals shared = { -1, collect, number_of };
@@ -190,15 +181,7 @@ int luaopen_moat_c_signal(lua_State *L)
     }
     lua_pushlightuserdata(L, &shared);
     lua_setfield(L, LUA_REGISTRYINDEX, MOAT_SIGNALS_KEY);
-    if (lua_getfield(L, LUA_REGISTRYINDEX, SENTINEL_KEY) == LUA_TNIL) {
-        lua_newuserdatauv(L, 1, 0);
-        lua_newtable(L);
-        lua_pushcfunction(L, sentinel_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_setmetatable(L, -2);
-        lua_setfield(L, LUA_REGISTRYINDEX, SENTINEL_KEY);
-    }
-    lua_pop(L, 1);
+    moat_sentinel(L, SENTINEL_KEY, sentinel_gc);
     luaL_newlib(L, funcs);
     return 1;
 }
