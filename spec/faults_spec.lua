@@ -61,7 +61,7 @@ describe("fault injection", function()
 
   -- Runs moat from `cwd` (where a crashing child would drop a core file).
   local function moat(args, extra, argv_wrap)
-    local argv = { _G.MOAT_BIN, table.unpack(args) }
+    local argv = { _G.MOAT_BIN, table.unpack(t.trusting(args)) }
     if argv_wrap then argv = argv_wrap(argv) end
     local r = t.exec(argv, { env = env(extra), cwd = cwd, timeout = 60000 })
     return r.code, r.stdout, r.stderr, r

@@ -100,7 +100,7 @@ for _, rt in ipairs(runtimes) do
         XDG_CONFIG_HOME = home .. "/xdg" }
       for k, v in pairs(r.env) do e[k] = v end
       for k, v in pairs(extra or {}) do e[k] = v end
-      local argv = { _G.MOAT_BIN, "run", ws, "--runtime", rt.name, "--image", r.image, "--" }
+      local argv = { _G.MOAT_BIN, "run", "--trust", ws, "--runtime", rt.name, "--image", r.image, "--" }
       for _, a in ipairs(command) do argv[#argv + 1] = a end
       return assert(proc.spawn(argv, { env = t.env(e), stdout = "pipe", stderr = "pipe", timeout = 120000 }))
     end

@@ -126,7 +126,7 @@ for _, rt in ipairs(runtimes) do
     end
 
     local function argv(extra, command)
-      local a = { "run", ws }
+      local a = { "run", "--trust", ws }
       for _, x in ipairs(r.args) do a[#a + 1] = x end
       for _, x in ipairs(extra or {}) do a[#a + 1] = x end
       if command then

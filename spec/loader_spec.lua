@@ -1,6 +1,6 @@
 -- Overrides through the loader, run through the moat binary: wrapping a built-in with
 -- loader.builtin, core modules that no directory can replace.
-local t = require("spec.support.moat")
+local t = require("support.moat")
 
 local function workspace()
   local dir = t.tmpdir()

@@ -191,7 +191,7 @@ describe("moat run (host runtime)", function()
   end)
 
   local function start_moat(script)
-    local p = assert(proc.spawn({ _G.MOAT_BIN, "run", ws, "--runtime", "host", "--", "sh", "-c", script },
+    local p = assert(proc.spawn({ _G.MOAT_BIN, "run", "--trust", ws, "--runtime", "host", "--", "sh", "-c", script },
       { env = t.env(env()), stdout = "pipe", stderr = "pipe", timeout = 60000 }))
     local deadline = sys.monotonic_ms() + 20000
     while not exists(ws .. "/ready") and not p:done() and sys.monotonic_ms() < deadline do proc.wait({ p }, 50) end

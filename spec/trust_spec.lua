@@ -215,7 +215,7 @@ end
   local function run_ws()
     os.remove(dir .. "/out")
     return t.moat({ "run", "--runtime", "host", ws, "--", "sh", "-c",
-      'printf "%s %s" "$X" "$DB" > ' .. dir .. "/out" }, { env = env })
+      'printf "%s %s" "$X" "$DB" > ' .. dir .. "/out" }, { env = env, trust = false })
   end
 
   it("moat run and secrets check --resolve refuse untrusted workspace Lua with exit 77 before any of it runs",
@@ -227,7 +227,7 @@ end
       assert.is_nil(stderr:find(POLICY_RAN, 1, true), stderr)
       assert.same({}, marks_in(marks))
       assert.is_false(t.exists(dir .. "/out"), "the command ran")
-      code, _, stderr = t.moat({ "secrets", "check", ws, "--resolve" }, { env = env })
+      code, _, stderr = t.moat({ "secrets", "check", ws, "--resolve" }, { env = env, trust = false })
       assert.equal(77, code, stderr)
       assert.is_nil(stderr:find(POLICY_RAN, 1, true), stderr)
       assert.same({}, marks_in(marks))
@@ -262,12 +262,13 @@ end
     assert.is_false(t.exists(dir .. "/out"), "the command ran")
   end)
 
-  it("refuses to trust a directory without .moat/ and untrusts quietly when not trusted", function()
+  it("says when a workspace has nothing to trust, and untrusts quietly when not trusted", function()
     local plain = dir .. "/plain"
     t.write(plain .. "/moat.yaml", "name: p\n")
     local code, _, stderr = t.moat({ "trust", plain }, { env = env })
-    assert.equal(64, code)
-    assert.truthy(stderr:find("nothing to trust", 1, true))
+    assert.equal(0, code)
+    assert.truthy(stderr:find("nothing in this workspace needs trust", 1, true), stderr)
+    t.moat({ "untrust", plain }, { env = env })
     local ucode, out = t.moat({ "untrust", plain }, { env = env })
     assert.equal(0, ucode)
     assert.truthy(out:find("was not trusted", 1, true))

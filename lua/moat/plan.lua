@@ -129,6 +129,16 @@ local function _warn_for(s, plain, warnings)
   end
 end
 
+-- Returns nil when the command-line entries of `extra` are well-formed NAME=… words, else the
+-- usage error: checked before anything is loaded.
+function M.usage(extra)
+  for _, entry in ipairs((extra or {}).secrets or {}) do
+    local name, err = _split(entry, "--secret")
+    if not name then return err end
+  end
+  return nil
+end
+
 -- Builds the plan from `cfg` (config.load) and `extra` = { secrets = {"NAME=REF"}, env = {"NAME=VALUE"} }.
 -- Returns plan, plain (map NAME -> plain value) | nil, message listing every problem, "config" | "usage".
 function M.build(cfg, extra)

@@ -110,6 +110,8 @@ end
 
 -- Loads the config of `o.dir`, enables its trusted workspace Lua and builds the plan.
 local function _load(s, o)
+  local uerr = require("moat.plan").usage({ secrets = o.secrets, env = o.env })
+  if uerr then return nil, uerr, "usage" end
   local cfg, err, kind = _pfail(require("moat.config").load, o.dir or ".", o.config)
   if not cfg then return nil, err, kind end
   local ok, terr, tkind = _trust(o, cfg)

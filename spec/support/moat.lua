@@ -29,8 +29,22 @@ end
 
 -- Runs build/moat with `args`; returns code, stdout, stderr, result.
 function M.moat(args, opts)
+  if not (opts and opts.trust == false) then args = M.trusting(args) end
   local r = M.exec({ MOAT_BIN, table.unpack(args) }, opts)
   return r.code, r.stdout, r.stderr, r
+end
+
+-- Returns moat's `args` with --trust added to `run` and `secrets check`: a spec's workspace
+-- is the spec's own words. Specs of trust itself pass { trust = false } to M.moat instead.
+function M.trusting(args)
+  local out = {}
+  for i, a in ipairs(args) do
+    out[#out + 1] = a
+    if (i == 1 and a == "run") or (i == 2 and a == "check" and args[1] == "secrets") then
+      out[#out + 1] = "--trust"
+    end
+  end
+  return out
 end
 
 -- Makes a fresh temporary directory and returns its path.

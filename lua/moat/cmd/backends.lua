@@ -137,9 +137,9 @@ function M.main(argv, ctx)
   if pos[1] or lfs.attributes("./.moat", "mode") == "directory" then
     local st, err = trust.status(dir)
     if not st then require("moat.exit").fail_kind(err, "usage") end
-    if st.state == "trusted" then
-      trust.activate(st.real)
-    elseif st.state ~= "none" and trust.has_lua(st.files) then
+    if st.lua_ok then
+      trust.activate(st.real, st)
+    else
       untrusted = st
     end
   end
