@@ -18,12 +18,18 @@
 #define LOG_MT "moat.system.log"
 #define TAIL_CHUNK 4096
 #define RANDOM_MAX 1024
+#define FD_MT "moat.system.fd"
+#define READ_MAX ((lua_Integer)1 << 20)
+#define READ_CHUNK 65536
 
 extern char **environ;
 
 typedef struct {
     int fd;
 } Log;
+
+/* What harden changed, for moat.c.proc (see struct moat_saved). */
+static struct moat_saved saved;
 
 /* Hex goes through scratch memory that is wiped after the copy: to_hex also writes keys. */
 static void push_hex(lua_State *L, const unsigned char *bin, size_t len)
@@ -108,12 +114,37 @@ static int l_harden(lua_State *L)
 {
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
         return moat_fail(L, "prctl(PR_SET_DUMPABLE)", errno);
-    struct rlimit none = { 0, 0 };
+    struct rlimit core;
+    if (getrlimit(RLIMIT_CORE, &core) != 0)
+        return moat_fail(L, "getrlimit(RLIMIT_CORE)", errno);
+    /* The hard limit stays, so that a child (spawn's restore_limits) can get the user's
+     * soft limit back; moat itself is also undumpable. */
+    struct rlimit none = { 0, core.rlim_max };
     if (setrlimit(RLIMIT_CORE, &none) != 0)
         return moat_fail(L, "setrlimit(RLIMIT_CORE)", errno);
-    umask(077);
+    mode_t mask = umask(077);
+    if (!saved.saved) {
+        saved.core = core;
+        saved.umask = mask;
+        saved.saved = 1;
+    }
     lua_pushboolean(L, 1);
     return 1;
+}
+
+/* system.getrlimit(name) -> soft, hard (-1: unlimited) | nil, msg, errno; name is "nofile",
+ * "nproc", "core" or "as". */
+static int l_getrlimit(lua_State *L)
+{
+    static const char *const names[] = { "nofile", "nproc", "core", "as", NULL };
+    static const int res[] = { RLIMIT_NOFILE, RLIMIT_NPROC, RLIMIT_CORE, RLIMIT_AS };
+    int i = luaL_checkoption(L, 1, NULL, names);
+    struct rlimit rl;
+    if (getrlimit(res[i], &rl) != 0)
+        return moat_fail(L, "getrlimit", errno);
+    lua_pushinteger(L, rl.rlim_cur == RLIM_INFINITY ? -1 : (lua_Integer)rl.rlim_cur);
+    lua_pushinteger(L, rl.rlim_max == RLIM_INFINITY ? -1 : (lua_Integer)rl.rlim_max);
+    return 2;
 }
 
 static int l_environ(lua_State *L)
@@ -224,33 +255,37 @@ static int log_lock(int fd)
     return 0;
 }
 
-/* Raises unless line is exactly one line ending in "\n". */
-static void check_line(lua_State *L, int arg, const char *line, size_t len)
+/* Raises unless text is one line ending in "\n", or with many, one or more such lines. */
+static void check_lines(lua_State *L, int arg, const char *text, size_t len, int many)
 {
-    luaL_argcheck(L, len > 0 && line[len - 1] == '\n', arg, "line must end in \"\\n\"");
-    luaL_argcheck(L, memchr(line, '\n', len - 1) == NULL, arg,
+    luaL_argcheck(L, len > 0 && text[len - 1] == '\n', arg, "text must end in \"\\n\"");
+    luaL_argcheck(L, many || memchr(text, '\n', len - 1) == NULL, arg,
                   "line must not contain \"\\n\" before its end");
 }
 
-/* One write() of the whole line, then fsync. On a short write the file is cut back to its
- * old size so no torn line stays behind. Returns 0 or an errno, with *what set. */
-static int log_append(int fd, const char *line, size_t len, const char **what)
+/* One write() of the whole text, then fsync; a write cut short by a signal goes on with
+ * the rest. When a short write cannot go on, the file is cut back to its old size so no
+ * torn line stays behind. Returns 0 or an errno, with *what set. */
+static int log_append(int fd, const char *text, size_t len, const char **what)
 {
     struct stat st;
     if (fstat(fd, &st) != 0) {
         *what = "append: fstat";
         return errno;
     }
-    ssize_t n;
-    do
-        n = write(fd, line, len);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 || (size_t)n != len) {
-        int err = n < 0 ? errno : EIO;
-        *what = n < 0 ? "append: write" : "append: short write";
-        if (n > 0 && ftruncate(fd, st.st_size) != 0)
-            *what = "append: short write, and truncating it failed";
-        return err;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, text + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int err = n < 0 ? errno : EIO;
+            *what = done == 0 ? "append: write" : "append: short write";
+            if (done > 0 && ftruncate(fd, st.st_size) != 0)
+                *what = "append: short write, and truncating it failed";
+            return err;
+        }
+        done += (size_t)n;
     }
     if (fsync(fd) != 0) {
         *what = "append: fsync";
@@ -375,18 +410,31 @@ static int m_tail(lua_State *L)
     return 2;
 }
 
-static int m_append(lua_State *L)
+static int append(lua_State *L, int many)
 {
     Log *log = check_log(L);
     size_t len;
-    const char *line = luaL_checklstring(L, 2, &len);
-    check_line(L, 2, line, len);
+    const char *text = luaL_checklstring(L, 2, &len);
+    check_lines(L, 2, text, len, many);
     const char *what;
-    int err = log_append(log->fd, line, len, &what);
+    int err = log_append(log->fd, text, len, &what);
     if (err)
         return moat_fail(L, what, err);
     lua_pushboolean(L, 1);
     return 1;
+}
+
+/* log:append(line) -> true | nil, msg, errno: exactly one line, ending in "\n" */
+static int m_append(lua_State *L)
+{
+    return append(L, 0);
+}
+
+/* log:append_lines(text) -> true | nil, msg, errno: one or more whole lines, written with
+ * one write() and then fsync-ed (group commit) */
+static int m_append_lines(lua_State *L)
+{
+    return append(L, 1);
 }
 
 static int m_close(lua_State *L)
@@ -404,6 +452,162 @@ static int m_tostring(lua_State *L)
     Log *log = luaL_checkudata(L, 1, LOG_MT);
     lua_pushfstring(L, log->fd >= 0 ? "moat.log (fd %d)" : "moat.log (closed)", log->fd);
     return 1;
+}
+
+/* An fd held by a userdata whose __gc closes it, so a Lua error (out of memory in a
+ * buffer) cannot leak it. */
+static int *push_fd(lua_State *L)
+{
+    int *fd = lua_newuserdatauv(L, sizeof *fd, 0);
+    *fd = -1;
+    luaL_setmetatable(L, FD_MT);
+    return fd;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+static int fd_close(lua_State *L)
+{
+    close_fd(luaL_checkudata(L, 1, FD_MT));
+    return 0;
+}
+
+static const char *kind_of(mode_t mode)
+{
+    return S_ISFIFO(mode)                   ? "a FIFO"
+           : S_ISCHR(mode) || S_ISBLK(mode) ? "a device"
+           : S_ISDIR(mode)                  ? "a directory"
+           : S_ISSOCK(mode)                 ? "a socket"
+                                            : "not a regular file";
+}
+
+static int over_limit(lua_State *L, const char *path, lua_Integer max)
+{
+    return moat_fail(L, lua_pushfstring(L, "%s is over the %I-byte limit", path, max), 0);
+}
+
+/* Opens path into *fd neither blocking on a FIFO nor taking a terminal, and refuses
+ * anything but a regular file (judged on the open fd, so nothing can be swapped in after
+ * the check) or one over max bytes. Returns 0, or the count of failure values pushed. */
+static int open_regular(lua_State *L, const char *path, lua_Integer max, int *fd, off_t *size)
+{
+    struct stat st;
+    *fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (*fd < 0) {
+        int err = errno;
+        if (err == ENXIO && stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+            return moat_fail(L, lua_pushfstring(L, "%s is a socket, not a regular file", path), 0);
+        return moat_fail(L, lua_pushfstring(L, "open %s", path), err);
+    }
+    if (fstat(*fd, &st) != 0)
+        return moat_fail(L, lua_pushfstring(L, "fstat %s", path), errno);
+    if (!S_ISREG(st.st_mode))
+        return moat_fail(L, lua_pushfstring(L, "%s is %s, not a regular file", path,
+                                            kind_of(st.st_mode)), 0);
+    if (st.st_size > max)
+        return over_limit(L, path, max);
+    *size = st.st_size;
+    return 0;
+}
+
+static lua_Integer check_max(lua_State *L, int arg, lua_Integer def)
+{
+    lua_Integer max = def < 0 ? luaL_checkinteger(L, arg) : luaL_optinteger(L, arg, def);
+    luaL_argcheck(L, max >= 0, arg, "limit must be >= 0");
+    return max;
+}
+
+/* One read() of up to want bytes, retried on EINTR; -1 with errno on failure. */
+static ssize_t read_some(int fd, char *buf, size_t want)
+{
+    ssize_t n;
+    do
+        n = read(fd, buf, want);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
+/* system.read_file(path[, max]) -> data | nil, msg[, errno]: the whole of a regular file
+ * of at most max bytes (default 1 MiB); a FIFO, device, directory or socket is refused. */
+static int read_whole(lua_State *L, const char *path, lua_Integer max, int *fd)
+{
+    off_t size;
+    int nret = open_regular(L, path, max, fd, &size);
+    if (nret)
+        return nret;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    size_t total = 0;
+    for (;;) {
+        /* The size is a hint (a file under /proc says 0); one byte more shows the end. */
+        size_t want = (size_t)size > total ? (size_t)size - total + 1 : READ_CHUNK;
+        if (want > (size_t)max - total + 1)
+            want = (size_t)max - total + 1;
+        ssize_t n = read_some(*fd, luaL_prepbuffsize(&b, want), want);
+        if (n < 0)
+            return moat_fail(L, lua_pushfstring(L, "read %s", path), errno);
+        if (n == 0)
+            break;
+        total += (size_t)n;
+        if (total > (size_t)max)
+            return over_limit(L, path, max);
+        luaL_addsize(&b, (size_t)n);
+    }
+    luaL_pushresult(&b);
+    return 1;
+}
+
+static int l_read_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer max = check_max(L, 2, READ_MAX);
+    int *fd = push_fd(L);
+    int nret = read_whole(L, path, max, fd);
+    close_fd(fd);
+    return nret;
+}
+
+/* system.sha256_file(path, max) -> hex | nil, msg[, errno]: SHA-256 of a regular file of at
+ * most max bytes, read in chunks; the same refusals as read_file. */
+static int hash_whole(lua_State *L, const char *path, lua_Integer max, int *fd)
+{
+    off_t size;
+    int nret = open_regular(L, path, max, fd, &size);
+    if (nret)
+        return nret;
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    char *chunk = lua_newuserdatauv(L, READ_CHUNK, 0);
+    lua_Integer total = 0;
+    ssize_t n;
+    while ((n = read_some(*fd, chunk, READ_CHUNK)) > 0) {
+        total += n;
+        if (total > max)
+            return over_limit(L, path, max);
+        crypto_hash_sha256_update(&st, (const unsigned char *)chunk, (unsigned long long)n);
+    }
+    if (n < 0)
+        return moat_fail(L, lua_pushfstring(L, "read %s", path), errno);
+    unsigned char digest[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&st, digest);
+    push_hex(L, digest, sizeof digest);
+    return 1;
+}
+
+static int l_sha256_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer max = check_max(L, 2, -1);
+    int *fd = push_fd(L);
+    int nret = hash_whole(L, path, max, fd);
+    close_fd(fd);
+    return nret;
 }
 
 static int write_all(int fd, const char *data, size_t len)
@@ -596,6 +800,7 @@ static const luaL_Reg log_methods[] = {
     { "unlock", m_unlock },
     { "tail", m_tail },
     { "append", m_append },
+    { "append_lines", m_append_lines },
     { "close", m_close },
     { NULL, NULL }
 };
@@ -615,6 +820,9 @@ static const luaL_Reg funcs[] = {
     { "monotonic_ms", l_monotonic_ms },
     { "isatty", l_isatty },
     { "harden", l_harden },
+    { "getrlimit", l_getrlimit },
+    { "read_file", l_read_file },
+    { "sha256_file", l_sha256_file },
     { "environ", l_environ },
     { "getpid", l_getpid },
     { "getuid", l_getuid },
@@ -642,6 +850,12 @@ int luaopen_moat_c_system(lua_State *L)
     luaL_newlib(L, log_methods);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
+    luaL_newmetatable(L, FD_MT);
+    lua_pushcfunction(L, fd_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    lua_pushlightuserdata(L, &saved);
+    lua_setfield(L, LUA_REGISTRYINDEX, MOAT_SAVED_KEY);
     luaL_newlib(L, funcs);
     return 1;
 }
