@@ -68,7 +68,8 @@ describe("trusted workspace config", function()
   end)
 
   it("takes --trust from a person who has just read the listing", function()
-    t.write(ws .. "/moat.yaml", "name: agent\nsecrets:\n  GREETING: env://MOAT_T_GREETING\n  AWS: env://MOAT_T_HOSTKEY\n")
+    t.write(ws .. "/moat.yaml",
+      "name: agent\nsecrets:\n  GREETING: env://MOAT_T_GREETING\n  AWS: env://MOAT_T_HOSTKEY\n")
     local code, _, err = run({ "--trust" })
     assert.equal(0, code, err)
     assert.equal("hello-greeting|host-secret-value-123", t.read(dir .. "/out"))

@@ -174,7 +174,8 @@ end
 -- Opens a session: config, trust, plan, policy and (with o.launch) the runtime, validated.
 -- o: dir, config, secrets = {"NAME=REF"}, env = {"NAME=VALUE"}, runtime, image, command,
 -- interactive, keep, jobs, timeout, version, audit (record the run; values are fetched),
--- launch (a runtime is needed), dry_run, trust (trust the workspace first), purpose ("run" | "check"). Returns session | nil, message, kind.
+-- launch (a runtime is needed), dry_run, trust (trust the workspace first), purpose ("run" |
+-- "check"). Returns session | nil, message, kind.
 function M.open(o)
   local s = { opts = o, environ = require("moat.c.system").environ() }
   local ok, err, kind = _load(s, o)
