@@ -3,18 +3,21 @@
 local M = {}
 
 -- Returns the failing tests in TAP `text`: array of { name, where = "file @ line", message =
--- first line of the failure message }, from its "not ok N - name" lines and the comments after.
+-- array of the failure message's lines }, from its "not ok N - name" lines and the comments
+-- after them.
 function M.failures(text)
   local out, cur = {}, nil
   for line in text:gmatch("[^\n]*") do
     local name = line:match("^not ok %d+ %- (.*)$")
     if name then
-      cur = { name = name }
+      cur = { name = name, message = {} }
       out[#out + 1] = cur
-    elseif cur and line:sub(1, 2) == "# " then
-      local msg = line:match("^# Failure message: (.*)$")
-      if msg then
-        cur.message = cur.message or msg
+    elseif cur and line:sub(1, 1) == "#" then
+      local first = line:match("^# Failure message: (.*)$")
+      if first then
+        cur.message[#cur.message + 1] = first
+      elseif #cur.message > 0 then
+        cur.message[#cur.message + 1] = line:sub(3)
       elseif not cur.where then
         cur.where = line:match("^# (.- @ %d+)$")
       end
@@ -37,8 +40,9 @@ function M.findings(text, max)
 end
 
 -- Returns a failure message for nested run `title` whose output is `text`: the failing tests
--- by name, where and why, any sanitizer findings, then the last `n` lines of the output, each
--- quoted with "| " so that none reads as a result of the suite running this one.
+-- by name, where and why (up to 12 lines of each message), any sanitizer findings, then the
+-- last `n` lines of the output, each quoted with "| " so that none reads as a result of the
+-- suite running this one.
 function M.explain(title, text, n)
   local msg = { title .. " failed" }
   local failed = M.failures(text)
@@ -46,7 +50,8 @@ function M.explain(title, text, n)
     msg[#msg + 1] = ("%d failing test%s:"):format(#failed, #failed == 1 and "" or "s")
     for _, f in ipairs(failed) do
       msg[#msg + 1] = "  - " .. f.name .. (f.where and (" (" .. f.where .. ")") or "")
-      if f.message then msg[#msg + 1] = "      " .. f.message end
+      for i = 1, math.min(#f.message, 12) do msg[#msg + 1] = "      " .. f.message[i] end
+      if #f.message > 12 then msg[#msg + 1] = "      …" end
     end
   else
     msg[#msg + 1] = "no test failed (a sanitizer finding, a crash or a build error: see below)"
