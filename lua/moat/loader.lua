@@ -29,13 +29,14 @@ function M.site_dir()
   return M._site_default or "/etc/moat"
 end
 
--- Reads one Lua source file; refuses precompiled chunks. Returns source | nil, message.
+-- The largest Lua source file read.
+M.MAX_BYTES = 4 << 20
+
+-- Reads one Lua source file (a regular file of at most MAX_BYTES); refuses precompiled
+-- chunks. Returns source | nil, message.
 function M.read(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local src = f:read("a")
-  f:close()
-  if not src then return nil, path .. ": cannot be read" end
+  local src, err = require("moat.c.system").read_file(path, M.MAX_BYTES)
+  if not src then return nil, err end
   if src:sub(1, 1) == "\27" then
     return nil, path .. ": precompiled Lua (bytecode) is refused; ship the source file"
   end

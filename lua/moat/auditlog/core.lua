@@ -94,13 +94,13 @@ function M.lines(text)
   return lines, text:sub(pos)
 end
 
--- Returns the whole content of a file | nil.
-function M.read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
+-- The most read_file takes in (runs.jsonl grows by two lines a run).
+M.READ_MAX = 256 << 20
+
+-- Returns the whole content of a regular file of at most `max` bytes (default READ_MAX) |
+-- nil, message, errno.
+function M.read_file(path, max)
+  return require("moat.c.system").read_file(path, max or M.READ_MAX)
 end
 
 -- Returns the last component of a path, and the path without it.

@@ -73,20 +73,13 @@ local function _rechain(batch, seq, hash)
   end
 end
 
--- Writes the batch's lines: one write() when the log can take several lines at once,
--- else one line at a time (still under the lock). Returns how many records were written, err.
+-- Writes the batch's lines with one write(), then fsync. Returns how many records were
+-- written (all or none), err.
 local function _write(log, batch)
   local lines = {}
   for i, rec in ipairs(batch) do lines[i] = assert(core.serialize(rec)) .. "\n" end
-  if #lines == 1 or log.append_lines then
-    local ok, err = (#lines == 1 and log.append or log.append_lines)(log, table.concat(lines))
-    return ok and #lines or 0, err
-  end
-  for i, line in ipairs(lines) do
-    local ok, err = log:append(line)
-    if not ok then return i - 1, err end
-  end
-  return #lines
+  local ok, err = log:append_lines(table.concat(lines))
+  return ok and #lines or 0, err
 end
 
 -- Adds one record of `rtype` formatted from `fields` to the batch, chained to the run's

@@ -43,13 +43,16 @@ function M.check(path, inside)
   return attr
 end
 
--- Reads at most `limit` + 1 bytes of `path`, checked by M.check to be `attr`; refuses the text
--- when the path was swapped for another file meanwhile. Returns text | nil, why.
+-- Reads `path`, checked by M.check to be `attr`, when it is still a regular file of at most
+-- `limit` bytes (judged on the opened file, so a FIFO swapped in cannot block the read);
+-- refuses the text when the path was swapped for another file meanwhile. Returns text | nil, why.
 function M.read(path, attr, limit)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, "cannot be read: " .. tostring(err) end
-  local text = f:read(limit + 1) or ""
-  f:close()
+  local text, err = require("moat.c.system").read_file(path, limit)
+  if not text then
+    -- Refusals start with the path, which the caller names already.
+    if err:sub(1, #path + 1) == path .. " " then return nil, err:sub(#path + 2) end
+    return nil, "cannot be read: " .. err
+  end
   local after = lfs.attributes(path)
   if not after or after.dev ~= attr.dev or after.ino ~= attr.ino or after.mode ~= "file" then
     return nil, "changed while it was read; run again"
