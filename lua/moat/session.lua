@@ -230,11 +230,29 @@ local function _mask_values(s)
   return list
 end
 
+-- Returns the line a person sees before the launch: runtime, image, network, secrets by backend.
+function M.summary(s)
+  local rt, p = s.runtime, s.plan
+  local by, order = {}, {}
+  for _, e in ipairs(p.secrets) do
+    if not by[e.backend] then by[e.backend], order[#order + 1] = 0, e.backend end
+    by[e.backend] = by[e.backend] + 1
+  end
+  local parts = {}
+  for _, b in ipairs(order) do parts[#parts + 1] = ("%d %s"):format(by[b], b) end
+  local text = require("moat.text")
+  return ("%s, %s, network %s, %s%s"):format(rt.name,
+    rt.uses_image == false and "host filesystem (image ignored)" or ("image " .. text.show(p.image)),
+    s.spec.network or "default", text.count(#p.secrets, "secret"),
+    #parts > 0 and (" (" .. table.concat(parts, ", ") .. ")") or "")
+end
+
 -- Launches the resolved session and waits for it. hooks: mask_stdout, mask_stderr, on_signal.
 -- The launch intent is recorded (durably) before anything is spawned. Returns the supervisor's
 -- result (status, code, signal, ms) | nil, message, kind.
 function M.run(s, hooks)
   local rt, p = s.runtime, s.plan
+  ui.progress("running on " .. M.summary(s))
   local launch = M.launch_of(s)
   local ok, err = _audit(s.log.record, s.log, "container.started", { runtime = rt.name,
     image = rt.uses_image ~= false and p.image or nil, container = launch.container })
