@@ -431,4 +431,94 @@ describe("moat.c.proc", function()
     assert.equal(before, fd_count())
     for _, pid in ipairs(pids) do assert.is_nil(stat(pid)) end
   end)
+
+  describe("which", function()
+    it("finds a program on the absolute entries of PATH or a given path, the way spawn does", function()
+      assert.matches("^/.*/sh$", proc.which("sh"))
+      write_file(tmp .. "/moat-which-x", "#!/bin/sh\n", "755")
+      write_file(tmp .. "/moat-which-n", "not executable\n", "644")
+      assert.equal(tmp .. "/moat-which-x", proc.which("moat-which-x", "/nonexistent:" .. tmp))
+      assert.is_nil(proc.which("moat-which-n", tmp))
+      assert.is_nil(proc.which("moat-which-x"))
+      -- Relative entries (the current directory, the workspace) never count.
+      assert.is_nil(proc.which("moat-which-x", ".:" .. tmp:sub(2)))
+      assert.is_nil(proc.which("", tmp))
+    end)
+    it("takes a name with a slash as it is when the file exists", function()
+      assert.equal(tmp .. "/moat-which-x", proc.which(tmp .. "/moat-which-x"))
+      assert.is_nil(proc.which(tmp .. "/missing"))
+    end)
+  end)
+
+  describe("child setup", function()
+    -- Lua source that makes a child lua5.4 find the same built modules as this process.
+    local PRELUDE = ("package.cpath = %q; local proc = require('moat.c.proc'); "
+      .. "local system = require('moat.c.system');\n"):format(package.cpath)
+
+    local function lua_child(code, shell_prefix)
+      local path = tmp .. "/child.lua"
+      write_file(path, PRELUDE .. code)
+      local r = run({ "sh", "-c", (shell_prefix or "") .. 'exec lua5.4 "$0"', path })
+      return r.stdout .. r.stderr
+    end
+
+    it("gives a restore_limits child the core limit and umask moat had before harden", function()
+      local out = lua_child([[
+        assert(system.harden())
+        local function show(opts)
+          local p = assert(proc.spawn({ "sh", "-c", "ulimit -S -c; umask" }, opts))
+          while not p:done() do proc.wait({ p }, 1000) end
+          io.write(p:result().stdout)
+        end
+        show({ restore_limits = true })
+        show({})
+      ]], "ulimit -S -c 1024; umask 022; ")
+      assert.equal("1024\n0022\n0\n0077\n", out)
+    end)
+
+    it("kills a pdeathsig child when moat dies, and only that one", function()
+      for i, opt in ipairs({ "true", "'KILL'", "nil" }) do
+        local file = tmp .. "/pid-" .. i
+        local path = tmp .. "/holder-" .. i .. ".lua"
+        write_file(path, PRELUDE .. ([[
+          local p = assert(proc.spawn({ "sleep", "299.%d" }, { pdeathsig = %s, group = false }))
+          local f = assert(io.open(%q, "w")); f:write(p:pid()); f:close()
+          proc.wait({ p }, 60000)
+        ]]):format(i, opt, file))
+        -- Not a group of its own, so that killing the holder spares the sleep.
+        local holder = assert(proc.spawn({ "lua5.4", path }, { group = false }))
+        local pid
+        for _ = 1, 200 do
+          pid = tonumber(read_file(file) or "")
+          if pid then break end
+          proc.wait({ holder }, 50)
+        end
+        assert.is_number(pid)
+        holder:kill("KILL")
+        finish(holder)
+        holder:close()
+        if opt == "nil" then
+          assert.is_true(alive(pid), "the control died without a parent-death signal")
+          run({ "kill", "-KILL", tostring(pid) })
+        else
+          assert.is_true(gone(pid), "the pdeathsig child outlived its parent")
+        end
+      end
+      assert.has_error(function() proc.spawn({ "true" }, { pdeathsig = "NOPE" }) end)
+      assert.has_error(function() proc.spawn({ "true" }, { pdeathsig = {} }) end)
+    end)
+
+    it("fails with nil, message, errno EMFILE when moat is out of file descriptors", function()
+      local out = lua_child([[
+        local hold = {}
+        while true do
+          local f = io.open("/dev/null")
+          if not f then break end
+          hold[#hold + 1] = f
+        end
+        print(proc.spawn({ "true" }))
+      ]], "ulimit -n 64; ")
+      assert.equal("nil\tcannot start true: Too many open files\t24\n", out)
+    end)
+  end)
 end)

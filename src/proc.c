@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -435,7 +436,8 @@ static int m_drain(lua_State *L)
 }
 
 static const char *const spawn_keys[] = {
-    "env", "stdin", "stdout", "stderr", "cwd", "cap", "timeout", "grace", "group", "stream", NULL,
+    "env", "stdin", "stdout", "stderr", "cwd", "cap", "timeout", "grace", "group", "stream",
+    "pdeathsig", "restore_limits", NULL,
 };
 
 static void check_keys(lua_State *L, int t)
@@ -597,6 +599,9 @@ struct child {
     int fd[3]; /* what becomes 0, 1, 2; -1 = inherit */
     int report; /* close-on-exec pipe that carries {stage, errno} on failure */
     int group;
+    int pdeathsig; /* sent to the child when moat dies; 0: none */
+    pid_t parent;
+    const struct moat_saved *restore; /* limits and umask to give back; NULL: keep moat's */
     const char *cwd, *path;
     char **argv, **envp;
 };
@@ -621,6 +626,13 @@ static _Noreturn void child_exec(const struct child *c)
         sigaction(s, &sa, NULL); /* fails harmlessly for KILL, STOP and libc's own */
     if (c->group)
         setpgid(0, 0);
+    /* Dies with moat; if moat died before the prctl took effect, nobody would send it. */
+    if (c->pdeathsig && (prctl(PR_SET_PDEATHSIG, c->pdeathsig) < 0 || getppid() != c->parent))
+        _exit(127);
+    if (c->restore) {
+        setrlimit(RLIMIT_CORE, &c->restore->core); /* at worst the child keeps no core */
+        umask(c->restore->umask);
+    }
     for (int i = 0; i < 3; i++)
         if (c->fd[i] >= 0 && dup2(c->fd[i], i) < 0)
             child_fail(c, STAGE_EXEC);
@@ -717,10 +729,34 @@ static int fork_exec(lua_State *L, Proc *p, struct child *c, int report_rd, int 
 }
 
 struct spawn_opts {
-    int in_mode, in_idx, out_mode, err_mode, group, stream;
+    int in_mode, in_idx, out_mode, err_mode, group, stream, pdeathsig, restore_limits;
     const char *cwd;
     lua_Integer cap, timeout, grace;
 };
+
+/* pdeathsig: nil or false (none), true (KILL), or a signal name or number. */
+static int opt_pdeathsig(lua_State *L)
+{
+    int t = lua_getfield(L, 2, "pdeathsig");
+    int sig = 0;
+    if (t == LUA_TBOOLEAN)
+        sig = lua_toboolean(L, -1) ? SIGKILL : 0;
+    else if (t == LUA_TSTRING || t == LUA_TNUMBER)
+        sig = check_signal(L, lua_gettop(L), 0);
+    else if (t != LUA_TNIL)
+        luaL_error(L, "spawn: option 'pdeathsig' must be a boolean or a signal");
+    lua_pop(L, 1);
+    return sig;
+}
+
+/* What harden changed, when moat.c.system has it (nothing to give back otherwise). */
+static const struct moat_saved *saved_limits(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, MOAT_SAVED_KEY);
+    const struct moat_saved *s = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return s && s->saved ? s : NULL;
+}
 
 /* Reads spawn's options table (at index 2) but env; raises on misuse. Strings it returns
  * stay on the stack. */
@@ -746,6 +782,8 @@ static void read_opts(lua_State *L, struct spawn_opts *o)
     o->grace = opt_int(L, "grace", DEFAULT_GRACE, 0);
     o->group = opt_bool(L, "group", 1);
     o->stream = opt_bool(L, "stream", 0);
+    o->restore_limits = opt_bool(L, "restore_limits", 0);
+    o->pdeathsig = opt_pdeathsig(L);
 }
 
 /* Pushes a fresh process handle set up from o; nothing is started yet. */
@@ -803,6 +841,8 @@ static int l_spawn(lua_State *L)
 
     Proc *p = new_proc(L, &o);
     struct child c = { .fd = { -1, -1, -1 }, .report = -1, .group = o.group, .cwd = o.cwd,
+                       .pdeathsig = o.pdeathsig, .parent = getpid(),
+                       .restore = o.restore_limits ? saved_limits(L) : NULL,
                        .path = file, .argv = argv, .envp = envp };
     int report_rd = -1, stage = 0;
     err = open_stdio(p, &c, &report_rd, o.in_mode, o.out_mode, o.err_mode);
@@ -816,10 +856,28 @@ static int l_spawn(lua_State *L)
     }
     if (err) {
         close_parent_ends(p);
-        return moat_fail(L, stage == STAGE_CWD ? o.cwd : stage ? argv[0] : "spawn", err);
+        return moat_fail(L, stage == STAGE_CWD ? o.cwd : stage ? argv[0]
+                            : lua_pushfstring(L, "cannot start %s", argv[0]), err);
     }
     if (p->in_fd >= 0 && p->in_len == 0)
         close_fd(&p->in_fd);
+    return 1;
+}
+
+/* proc.which(name[, path]) -> file | nil: the program spawn would run for name, searched
+ * on the absolute entries of path (default: moat's PATH); a name with "/" when it exists. */
+static int l_which(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const char *path = luaL_optstring(L, 2, getenv("PATH"));
+    struct stat st;
+    int err;
+    if (strchr(name, '/')) {
+        lua_pushvalue(L, 1);
+        return stat(name, &st) == 0;
+    }
+    if (find_program(L, name, path ? path : DEFAULT_PATH, &err) == NULL)
+        return 0;
     return 1;
 }
 
@@ -951,6 +1009,7 @@ static const luaL_Reg metamethods[] = {
 
 static const luaL_Reg funcs[] = {
     { "spawn", l_spawn },
+    { "which", l_which },
     { "wait", l_wait },
     { NULL, NULL },
 };
