@@ -100,19 +100,15 @@ local function _run_sync(argv, opts)
   return r
 end
 
--- Returns the path program `cmd` runs as: searched on the absolute entries of `path` when it
--- has no "/", else `cmd` itself when it exists (relative to `cwd`); nil when there is no such file.
+-- Returns the path program `cmd` runs as: an executable file searched on the absolute entries
+-- of `path` (default PATH) when it has no "/" (moat.c.proc's search, the one spawn uses), else
+-- `cmd` itself when it exists (relative to `cwd`); nil when there is no such file.
 function M.which(cmd, path, cwd)
-  local lfs = require("lfs")
-  if cmd:find("/", 1, true) then
-    local p = (cmd:sub(1, 1) == "/" or not cwd) and cmd or (cwd .. "/" .. cmd)
-    return lfs.attributes(p, "mode") and cmd or nil
+  local c = require("moat.c.proc")
+  if cwd and cmd:find("/", 1, true) and cmd:sub(1, 1) ~= "/" then
+    return c.which(cwd .. "/" .. cmd) and cmd or nil
   end
-  for dir in (path or os.getenv("PATH") or ""):gmatch("[^:]+") do
-    local p = dir .. "/" .. cmd
-    if dir:sub(1, 1) == "/" and lfs.attributes(p, "mode") == "file" then return p end
-  end
-  return nil
+  return c.which(cmd, path)
 end
 
 -- Returns the environ list {"K=V", ...}, sorted, for the map `env` (default: moat's own).
