@@ -4,7 +4,7 @@ local awscli = require("moat.awscli")
 
 local SSM = {
   service = "SSM", noun = "the parameter", encrypted = "the SecureString parameter",
-  grant = "ssm:GetParameters", ref = "ssm://REGION/path", example = "ssm://us-east-1/path",
+  grant = "ssm:GetParameter", ref = "ssm://REGION/path", example = "ssm://us-east-1/path",
 }
 local SM = {
   service = "Secrets Manager", noun = "the secret", grant = "secretsmanager:GetSecretValue",
@@ -14,7 +14,7 @@ local SM = {
 -- A ctx following DESIGN §5 whose run() answers with `result` (or nil, msg, errno).
 local function scripted(...)
   local answer = table.pack(...)
-  local ctx = { calls = {}, json = json }
+  local ctx = { calls = {}, json = json, log = function() end, env = function() return nil end }
   function ctx.run(argv, opts)
     assert.is_table(opts)
     ctx.calls[#ctx.calls + 1] = argv
@@ -41,8 +41,8 @@ end)
 
 describe("awscli.where", function()
   it("names the region or the CLI's default", function()
-    assert.equal("region eu-west-1", awscli.where("eu-west-1"))
-    assert.equal("the CLI's default region", awscli.where(nil))
+    assert.equal("in eu-west-1", awscli.where("eu-west-1"))
+    assert.equal("in the CLI's default region (from your aws profile)", awscli.where(nil))
   end)
 end)
 
@@ -102,138 +102,186 @@ describe("awscli.said", function()
 end)
 
 describe("awscli.reason", function()
-  it("appends the CLI's line, concealed, or leaves the reason alone", function()
-    assert.equal("AWS denied access to the secret: Error: <concealed by moat>",
-      awscli.reason({ reason = "AWS denied access to the secret", detail = "\nError: hunter22\n" }, { "hunter22" }))
+  it("appends the CLI's line of an unrecognised failure, concealed and elided", function()
+    assert.equal("aws x failed: Error: <concealed by moat>",
+      awscli.reason({ reason = "aws x failed", detail = "\nError: hunter22\n" }, { "hunter22" }))
+    assert.equal("aws x failed: Error: bad value '<elided>' given",
+      awscli.reason({ reason = "aws x failed", detail = "\nError: bad value 'never-seen-9' given\n" }, {}))
     assert.equal("r", awscli.reason({ reason = "r" }, {}))
     assert.equal("r", awscli.reason({ reason = "r", detail = "\n \n" }, {}))
   end)
+
+  it("keeps a recognised failure's fixed text without the CLI's words", function()
+    assert.equal("AWS denied access", awscli.reason({ reason = "AWS denied access", known = true,
+      detail = "An error occurred (AccessDeniedException): not authorized 'x'" }, {}))
+  end)
+
+  it("masks through ctx.sanitize, so values moat knows from elsewhere are hidden too", function()
+    local ctx = { sanitize = function(text) return (text:gsub("elsewhere%-value", "<concealed by moat>")) end }
+    local r = awscli.reason({ reason = "aws x failed", detail = "Error: elsewhere-value broke" }, {}, ctx)
+    assert.equal("aws x failed: Error: <concealed by moat> broke", r)
+  end)
 end)
 
-describe("awscli.classify maps real CLI texts", function()
-  local denied_ssm = "An error occurred (AccessDeniedException) when calling the GetParameters operation: User: "
-    .. "arn:aws:iam::123456789012:user/dev is not authorized to perform: ssm:GetParameters on resource: "
-    .. "arn:aws:ssm:us-east-1:123456789012:parameter/app/db because no identity-based policy allows the "
-    .. "ssm:GetParameters action"
-  local denied_sm = "An error occurred (AccessDeniedException) when calling the BatchGetSecretValue operation: "
-    .. "User: arn:aws:iam::123456789012:user/dev is not authorized to perform: secretsmanager:BatchGetSecretValue "
-    .. "because no identity-based policy allows the secretsmanager:BatchGetSecretValue action"
-  local kms = "An error occurred (AccessDeniedException) when calling the GetParameters operation: User: "
-    .. "arn:aws:iam::123456789012:user/dev is not authorized to perform: kms:Decrypt on resource: "
-    .. "arn:aws:kms:us-east-1:123456789012:key/1234 because no identity-based policy allows the kms:Decrypt "
-    .. "action (Service: AWSKMS; Status Code: 400; Error Code: AccessDeniedException; Request ID: x)"
-  local cmk = "An error occurred (AccessDeniedException) when calling the GetParameter operation: The ciphertext "
-    .. "refers to a customer master key that does not exist, does not exist in this region, or you are not "
-    .. "allowed to access. (Service: AWSKMS; Status Code: 400; Error Code: AccessDeniedException)"
+describe("awscli.elide", function()
+  it("replaces quoted stretches, first quote to last, or to the end when unclosed", function()
+    assert.equal("bad '<elided>' here", awscli.elide("bad 'v1' and 'v2' here"))
+    assert.equal('bad "<elided>"', awscli.elide('bad "it\'s a value"'))
+    assert.equal("value '<elided>'", awscli.elide("value 'cut off and never closed"))
+    assert.equal("nothing quoted", awscli.elide("nothing quoted"))
+    assert.equal("x '<elided>' y", awscli.elide("x 'multi\nline' y"))
+  end)
+end)
 
-  -- text, service, region, kind, reason, fix, global
-  local cases = {
-    { "Unable to locate credentials. You can configure credentials by running \"aws configure\".", SSM, nil,
-      "auth", "the aws CLI found no AWS credentials",
-      "run `aws configure`, set AWS_PROFILE to a configured profile, or run `aws sso login`", true },
-    { "botocore.exceptions.NoCredentialsError: Unable to locate credentials", SM, nil,
-      "auth", "the aws CLI found no AWS credentials",
-      "run `aws configure`, set AWS_PROFILE to a configured profile, or run `aws sso login`", true },
-    { "An error occurred (ExpiredTokenException) when calling the GetParameters operation: "
-      .. "The security token included in the request is expired", SSM, nil,
-      "auth", "the AWS session token has expired",
-      "run `aws sso login` (with the same AWS_PROFILE) or refresh the temporary credentials", true },
-    { "An error occurred (ExpiredToken) when calling the GetSecretValue operation: The provided token has expired.",
-      SM, nil, "auth", "the AWS session token has expired",
-      "run `aws sso login` (with the same AWS_PROFILE) or refresh the temporary credentials", true },
-    { "Error when retrieving token from sso: Token has expired and refresh failed", SM, nil,
-      "auth", "the AWS session token has expired",
-      "run `aws sso login` (with the same AWS_PROFILE) or refresh the temporary credentials", true },
-    { "The SSO session associated with this profile has expired or is otherwise invalid. To refresh this SSO "
-      .. "session run aws sso login with the corresponding profile.", SSM, nil,
-      "auth", "the AWS session token has expired",
-      "run `aws sso login` (with the same AWS_PROFILE) or refresh the temporary credentials", true },
-    { kms, SSM, nil, "auth", "KMS refused to decrypt the SecureString parameter",
-      "grant kms:Decrypt on the parameter's KMS key to this identity (IAM policy or key policy)" },
-    { cmk, SSM, nil, "auth", "KMS refused to decrypt the SecureString parameter",
-      "grant kms:Decrypt on the parameter's KMS key to this identity (IAM policy or key policy)" },
-    { kms, SM, nil, "auth", "KMS refused to decrypt the secret",
-      "grant kms:Decrypt on the secret's KMS key to this identity (IAM policy or key policy)" },
-    { denied_ssm, SSM, nil, "auth", "AWS denied access to the parameter",
-      "grant ssm:GetParameters on the parameter to this identity (see `aws sts get-caller-identity`)" },
-    { denied_sm, SM, nil, "auth", "AWS denied access to the secret",
-      "grant secretsmanager:GetSecretValue on the secret to this identity (see `aws sts get-caller-identity`)" },
-    { "An error occurred (UnrecognizedClientException) when calling the GetParameters operation: "
-      .. "The security token included in the request is invalid.", SSM, nil,
-      "auth", "AWS rejected the credentials",
-      "check AWS_PROFILE / AWS_ACCESS_KEY_ID and run `aws sts get-caller-identity`", true },
-    { "An error occurred (InvalidSignatureException) when calling the GetSecretValue operation: The request "
-      .. "signature we calculated does not match the signature you provided.", SM, nil,
-      "auth", "AWS rejected the credentials",
-      "check AWS_PROFILE / AWS_ACCESS_KEY_ID and run `aws sts get-caller-identity`", true },
-    { "Could not connect to the endpoint URL: \"https://ssm.us-east-1.amazonaws.com/\"", SSM, "us-east-1",
-      "unavailable", "the aws CLI could not reach SSM in region us-east-1",
-      "check the region (ssm://REGION/path, AWS_REGION or AWS_DEFAULT_REGION), the network, "
-        .. "and AWS_ENDPOINT_URL if it is set", true },
-    { "Connect timeout on endpoint URL: \"https://secretsmanager.eu-west-1.amazonaws.com/\"", SM, nil,
-      "unavailable", "the aws CLI could not reach Secrets Manager in the CLI's default region",
-      "check the region (awssm://REGION/name, AWS_REGION or AWS_DEFAULT_REGION), the network, "
-        .. "and AWS_ENDPOINT_URL if it is set", true },
-    { "You must specify a region. You can also configure your region by running \"aws configure\".", SSM, nil,
-      "invalid", "no AWS region is configured",
-      "write the region in the reference (ssm://us-east-1/path) or set AWS_REGION / `aws configure`", true },
-    { "botocore.exceptions.NoRegionError: You must specify a region.", SM, nil,
-      "invalid", "no AWS region is configured",
-      "write the region in the reference (awssm://us-east-1/name) or set AWS_REGION / `aws configure`", true },
-    { "An error occurred (ThrottlingException) when calling the GetParameters operation (reached max retries: 4): "
-      .. "Rate exceeded", SSM, nil, "unavailable", "SSM throttled the request", "retry later or lower --jobs", true },
-    { "An error occurred (ThrottlingException) when calling the BatchGetSecretValue operation: Rate exceeded", SM,
-      nil, "unavailable", "Secrets Manager throttled the request", "retry later or lower --jobs", true },
+describe("awscli.classify by stable fragments", function()
+  local function denied(op, action, what)
+    return ("An error occurred (AccessDeniedException) when calling the %s operation: User: "
+      .. "arn:aws:iam::123456789012:user/dev is not authorized to perform: %s on resource: %s because no "
+      .. "identity-based policy allows the %s action"):format(op, action, what, action)
+  end
+  -- moto (and some older endpoints) answer JSON services with an XML body and the HTTP status.
+  local function xml(op, code, msg)
+    return ("An error occurred (403) when calling the %s operation: <?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+      .. "<ErrorResponse><Errors><Error><Code>%s</Code><Message>%s</Message><Type>Sender</Type></Error>"
+      .. "</Errors></ErrorResponse>"):format(op, code, msg)
+  end
+
+  -- class -> kind, then texts of several CLI versions and services that all show it
+  local classes = {
+    { "no_credentials", "auth", {
+      "Unable to locate credentials. You can configure credentials by running \"aws configure\".",
+      "botocore.exceptions.NoCredentialsError: Unable to locate credentials",
+      "\nUnable to locate credentials\n" } },
+    { "expired", "auth", {
+      "An error occurred (ExpiredTokenException) when calling the GetParameters operation: "
+        .. "The security token included in the request is expired",
+      "An error occurred (ExpiredToken) when calling the GetSecretValue operation: The provided token has expired.",
+      "Error when retrieving token from sso: Token has expired and refresh failed",
+      "The SSO session associated with this profile has expired or is otherwise invalid. To refresh this SSO "
+        .. "session run aws sso login with the corresponding profile." } },
+    { "kms", "permission", {
+      denied("GetParameters", "kms:Decrypt", "arn:aws:kms:us-east-1:1:key/1")
+        .. " (Service: AWSKMS; Status Code: 400; Error Code: AccessDeniedException; Request ID: x)",
+      "An error occurred (AccessDeniedException) when calling the GetParameter operation: The ciphertext "
+        .. "refers to a customer master key that does not exist, does not exist in this region, or you are not "
+        .. "allowed to access. (Service: AWSKMS; Status Code: 400; Error Code: AccessDeniedException)",
+      "An error occurred (KMSAccessDeniedException) when calling the GetSecretValue operation: Access to KMS "
+        .. "is not allowed",
+      "An error occurred (DecryptionFailure) when calling the GetSecretValue operation: failed" } },
+    { "denied", "permission", {
+      denied("GetParameters", "ssm:GetParameters", "arn:aws:ssm:us-east-1:1:parameter/app/db"),
+      denied("BatchGetSecretValue", "secretsmanager:BatchGetSecretValue", "*"),
+      "An error occurred (AccessDeniedException) when calling the GetParameter operation: access denied",
+      xml("GetParameters", "AccessDenied",
+        "User: arn:aws:iam::123456789012:user/dev is not authorized to perform: ssm:GetParameters") } },
+    { "rejected", "auth", {
+      "An error occurred (UnrecognizedClientException) when calling the GetParameters operation: "
+        .. "The security token included in the request is invalid.",
+      "An error occurred (InvalidSignatureException) when calling the GetSecretValue operation: The request "
+        .. "signature we calculated does not match the signature you provided.",
+      "An error occurred (InvalidClientTokenId) when calling the GetCallerIdentity operation: "
+        .. "The security token included in the request is invalid.",
+      xml("GetParameter", "InvalidClientTokenId", "The security token included in the request is invalid.") } },
+    { "unreachable", "network", {
+      "Could not connect to the endpoint URL: \"https://ssm.us-east-1.amazonaws.com/\"",
+      "Connect timeout on endpoint URL: \"https://secretsmanager.eu-west-1.amazonaws.com/\"",
+      "Read timeout on endpoint URL: \"https://ssm.eu-west-1.amazonaws.com/\"" } },
+    { "no_region", "invalid", {
+      "You must specify a region. You can also configure your region by running \"aws configure\".",
+      "botocore.exceptions.NoRegionError: You must specify a region." } },
+    { "throttled", "throttled", {
+      "An error occurred (ThrottlingException) when calling the GetParameters operation (reached max retries: 4): "
+        .. "Rate exceeded",
+      "An error occurred (ThrottlingException) when calling the BatchGetSecretValue operation: Rate exceeded",
+      "An error occurred (TooManyRequestsException) when calling the GetSecretValue operation: slow down" } },
   }
 
-  for _, c in ipairs(cases) do
-    it(c[5] .. " (" .. c[2].service .. "): " .. c[1]:sub(1, 50), function()
-      local f = awscli.classify("\n" .. c[1] .. "\n", c[2], { region = c[3], exit = 255, cmd = "aws x y" })
-      assert.same({ kind = c[4], reason = c[5], fix = c[6], global = c[7] }, f)
-    end)
+  for _, c in ipairs(classes) do
+    for i, text in ipairs(c[3]) do
+      for _, svc in ipairs({ SSM, SM }) do
+        it(("%s/%s #%d: %s"):format(c[1], svc.service, i, text:sub(1, 40)), function()
+          local f = awscli.classify("\n" .. text .. "\n", svc, { region = "eu-west-1", exit = 255, cmd = "aws x y" })
+          local want = awscli.failure(c[1], svc, "eu-west-1")
+          assert.same(want, f)
+          assert.equal(c[2], f.kind)
+          assert.equal(c[1], f.class)
+          assert.is_true(f.known)
+          -- Fixed text: nothing of the CLI's wording (ARNs, quoted URLs) is carried.
+          assert.is_nil(f.reason:find("arn:", 1, true))
+          assert.is_nil((f.reason .. f.fix):find("amazonaws", 1, true))
+        end)
+      end
+    end
   end
+
+  it("has a fixed reason and fix per class, naming the region used", function()
+    local want = {
+      no_credentials = { "auth", "no AWS credentials: the aws CLI found none", "aws configure" },
+      expired = { "auth", "the AWS session token has expired", "aws sso login" },
+      kms = { "permission", "KMS refused to decrypt the SecureString parameter",
+        "grant kms:Decrypt on the parameter's KMS key" },
+      denied = { "permission", "AWS denied access to the parameter in eu-west-1", "grant ssm:GetParameter on" },
+      rejected = { "auth", "AWS rejected the credentials", "aws sts get-caller-identity" },
+      unreachable = { "network", "the aws CLI could not reach SSM in eu-west-1", "AWS_ENDPOINT_URL" },
+      no_region = { "invalid", "no AWS region is configured", "ssm://us-east-1/path" },
+      throttled = { "throttled", "SSM throttled the request", "retry later" },
+    }
+    for name, w in pairs(want) do
+      local f = awscli.failure(name, SSM, "eu-west-1")
+      assert.equal(w[1], f.kind, name)
+      assert.equal(w[2], f.reason, name)
+      assert.truthy(f.fix:find(w[3], 1, true), name .. ": " .. f.fix)
+    end
+    assert.equal("the aws CLI could not reach SSM in the CLI's default region (from your aws profile)",
+      awscli.failure("unreachable", SSM, nil).reason)
+  end)
 
   it("names an unknown error by its code and exit status and suggests running it by hand", function()
     local f = awscli.classify("An error occurred (InternalServerError) when calling the GetParameters operation",
       SSM, { exit = 254, cmd = "aws ssm get-parameters", by_hand = "aws ssm get-parameters --names …" })
-    assert.same({ kind = "unavailable", reason = "aws ssm get-parameters failed (InternalServerError, exit 254)",
+    assert.same({ kind = "backend_error", reason = "aws ssm get-parameters failed (InternalServerError, exit 254)",
       fix = "run the same `aws ssm get-parameters --names …` by hand to see the full error" }, f)
     f = awscli.classify("aws: error: argument operation: Invalid choice, valid choices are:", SM,
       { exit = 252, cmd = "aws secretsmanager batch-get-secret-value" })
     assert.equal("aws secretsmanager batch-get-secret-value failed (exit 252)", f.reason)
-    assert.equal("run the same `aws secretsmanager batch-get-secret-value` by hand to see the full error", f.fix)
     f = awscli.classify("InternalServiceError\nboom", SM, { code = "InternalServiceError", cmd = "aws sm b" })
     assert.equal("aws sm b failed (InternalServiceError)", f.reason)
     assert.equal("aws sm b failed", awscli.classify("", SM, { cmd = "aws sm b" }).reason)
   end)
 
-  it("asks the service's own codes first", function()
-    local svc = setmetatable({ specific = function(code, text, region)
-      if code == "ParameterNotFound" then return { kind = "not_found", reason = text:sub(1, 2) .. region } end
+  it("asks the service's own classes first", function()
+    local svc = setmetatable({ specific = function(code, _, region)
+      if code == "ParameterNotFound" then return { kind = "not_found", reason = "gone " .. region } end
     end }, { __index = SSM })
     -- The KMS in the name would otherwise read as a KMS failure.
     local f = awscli.classify("An error occurred (ParameterNotFound): Parameter /KMS/x not found.", svc,
       { region = "r1", cmd = "c" })
-    assert.same({ kind = "not_found", reason = "Anr1" }, f)
-    assert.equal("auth", awscli.classify(denied_ssm, svc, { cmd = "c" }).kind)
+    assert.same({ kind = "not_found", reason = "gone r1", known = true }, f)
   end)
 
-  it("reads the error code from the CLI's text", function()
+  it("reads the error code from the CLI's text and refuses an unknown class", function()
     assert.equal("ParameterNotFound", awscli.error_code("\nAn error occurred (ParameterNotFound) when calling"))
     assert.is_nil(awscli.error_code("Unable to locate credentials"))
-    assert.is_nil(awscli.error_code(nil))
-  end)
-
-  it("builds each common failure by name and refuses an unknown name", function()
-    for _, name in ipairs({ "no_credentials", "expired", "kms", "denied", "rejected", "unreachable", "no_region",
-      "throttled" }) do
-      local f = awscli.failure(name, SM, "eu-west-1")
-      assert.is_string(f.kind)
-      assert.is_string(f.reason)
-      assert.is_string(f.fix)
-    end
     assert.has_error(function() awscli.failure("nope", SM) end)
     assert.is_nil(awscli.common("all is well", SM))
+  end)
+end)
+
+describe("awscli.split and awscli.region", function()
+  it("splits the region part of a reference", function()
+    assert.same({ path = "/a/b" }, awscli.split("/a/b"))
+    assert.same({ region = "eu-west-1", path = "/a" }, awscli.split("eu-west-1/a"))
+    assert.is_nil(awscli.split("nope/a"))
+    assert.is_nil(awscli.split("eu-west-1"))
+  end)
+
+  it("takes the reference's region, else AWS_REGION, else AWS_DEFAULT_REGION, else none", function()
+    local function ctx(env) return { env = function(k) return env[k] end } end
+    assert.equal("ap-south-1", awscli.region(ctx({ AWS_REGION = "eu-west-1" }), "ap-south-1"))
+    assert.equal("eu-west-1", awscli.region(ctx({ AWS_REGION = "eu-west-1", AWS_DEFAULT_REGION = "us-east-2" })))
+    assert.equal("us-east-2", awscli.region(ctx({ AWS_REGION = "", AWS_DEFAULT_REGION = "us-east-2" })))
+    assert.is_nil(awscli.region(ctx({})))
+    assert.is_nil(awscli.region(ctx({ AWS_REGION = "--debug" })))
   end)
 end)
 
@@ -253,14 +301,22 @@ describe("awscli.spawn_failure and check", function()
     assert.equal(awscli.INSTALL_FIX, f.fix)
   end)
 
-  it("check runs aws --version", function()
-    local ctx = scripted({ code = 0, stdout = "aws-cli/2.15.0", stderr = "" })
+  it("check asks sts get-caller-identity once per region in use", function()
+    local ctx = scripted({ code = 0, stdout = '{"Arn": "arn:aws:iam::1:user/u"}', stderr = "" })
     assert.is_true(awscli.check(ctx))
-    assert.same({ { "aws", "--version" } }, ctx.calls)
-    local ok, why, fix = awscli.check(scripted({ code = 1, stdout = "", stderr = "" }))
+    assert.same({ { "aws", "sts", "get-caller-identity", "--output", "json" } }, ctx.calls)
+    ctx = scripted({ code = 0, stdout = "{}", stderr = "" })
+    ctx.env = function(k) return k == "AWS_REGION" and "eu-west-1" or nil end
+    local reqs = { { parsed = { region = "us-east-2" } }, { parsed = {} }, { parsed = { region = "eu-west-1" } },
+      { parsed = { region = "us-east-2" } } }
+    assert.is_true(awscli.check(ctx, reqs))
+    assert.same({ { "aws", "sts", "get-caller-identity", "--output", "json", "--region", "us-east-2" },
+      { "aws", "sts", "get-caller-identity", "--output", "json", "--region", "eu-west-1" } }, ctx.calls)
+    local ok, why, fix = awscli.check(scripted({ code = 255, stdout = "",
+      stderr = "\nUnable to locate credentials. You can configure credentials by running \"aws configure\".\n" }))
     assert.is_nil(ok)
-    assert.equal("`aws --version` failed (exit 1)", why)
-    assert.equal(awscli.INSTALL_FIX, fix)
+    assert.equal("no AWS credentials: the aws CLI found none", why)
+    assert.truthy(fix:find("aws configure", 1, true))
     ok, why, fix = awscli.check(scripted(nil, "aws: No such file or directory", 2))
     assert.is_nil(ok)
     assert.equal("the aws CLI is not installed or not on PATH", why)
@@ -287,10 +343,10 @@ describe("awscli.call", function()
   it("classifies a non-zero exit and keeps the raw stderr as detail", function()
     local doc, f = awscli.call(scripted({ code = 255, stdout = "", stderr = "\nboom\n" }), argv, function(r)
       assert.equal(255, r.code)
-      return { kind = "unavailable", reason = "r" }
+      return { kind = "backend_error", reason = "r" }
     end)
     assert.is_nil(doc)
-    assert.same({ kind = "unavailable", reason = "r", detail = "\nboom\n" }, f)
+    assert.same({ kind = "backend_error", reason = "r", detail = "\nboom\n" }, f)
   end)
 
   it("reads exit 127 without an AWS error as a missing CLI", function()
@@ -322,7 +378,7 @@ describe("moat.awscli grouping", function()
       return { region = region ~= "" and region or nil, name = name }
     end
     local reqs = { { ref = "x:///a" }, { ref = "x://eu-west-1/b" }, { ref = "x:///a" }, { ref = "x:///c" } }
-    local groups = awscli.by_region(reqs, parse, function(p) return p.name end)
+    local groups = awscli.by_region({ env = function() return nil end }, reqs, parse, function(p) return p.name end)
     assert.equal(2, #groups)
     assert.is_nil(groups[1].region)
     assert.same({ "/a", "/c" }, groups[1].names)

@@ -13,7 +13,9 @@ local function scripted(respond)
   end
   function ctx.ok(req, value) ctx.oks[req.name] = value end
   function ctx.fail(req, f) ctx.fails[req.name] = f end
-  function ctx.env(name) return os.getenv(name) end
+  ctx.environ = {}
+  function ctx.env(name) return ctx.environ[name] end
+  function ctx.sanitize(text) return text end
   function ctx.log() end
   return ctx
 end
@@ -257,23 +259,23 @@ describe("ssm.resolve errors", function()
     { "An error occurred (AccessDeniedException) when calling the GetParameters operation: User: "
       .. "arn:aws:iam::123456789012:user/dev is not authorized to perform: ssm:GetParameters on resource: "
       .. "arn:aws:ssm:us-east-1:123456789012:parameter/app/db because no identity-based policy allows the "
-      .. "ssm:GetParameters action", "auth", "ssm:GetParameters" },
+      .. "ssm:GetParameters action", "permission", "ssm:GetParameter" },
     { "An error occurred (AccessDeniedException) when calling the GetParameters operation: User: "
       .. "arn:aws:iam::123456789012:user/dev is not authorized to perform: kms:Decrypt on resource: "
       .. "arn:aws:kms:us-east-1:123456789012:key/1234 because no identity-based policy allows the kms:Decrypt "
       .. "action (Service: AWSKMS; Status Code: 400; Error Code: AccessDeniedException; Request ID: x)",
-      "auth", "kms:Decrypt" },
+      "permission", "kms:Decrypt" },
     { "An error occurred (AccessDeniedException) when calling the GetParameter operation: The ciphertext "
       .. "refers to a customer master key that does not exist, does not exist in this region, or you are not "
       .. "allowed to access. (Service: AWSKMS; Status Code: 400; Error Code: AccessDeniedException)",
-      "auth", "kms:Decrypt" },
+      "permission", "kms:Decrypt" },
     { "An error occurred (ParameterNotFound) when calling the GetParameter operation: Parameter /zz not found.",
       "not_found", "describe-parameters" },
-    { "Could not connect to the endpoint URL: \"https://ssm.us-east-1.amazonaws.com/\"", "unavailable",
+    { "Could not connect to the endpoint URL: \"https://ssm.us-east-1.amazonaws.com/\"", "network",
       "AWS_ENDPOINT_URL" },
     { "You must specify a region. You can also configure your region by running \"aws configure\".",
       "invalid", "AWS_REGION" },
-    { "An error occurred (InternalServerError) SECRET boom " .. string.rep("y", 2000), "unavailable", "by hand" },
+    { "An error occurred (InternalServerError) SECRET boom " .. string.rep("y", 2000), "backend_error", "by hand" },
   }
 
   for _, c in ipairs(cases) do
@@ -311,13 +313,130 @@ describe("ssm.resolve errors", function()
     assert.equal("timeout", ctx.fails.V1.kind)
     ctx = scripted(function() return { code = 0, stdout = "{\"Parameters\": [" .. secret, stderr = "" } end)
     ssm.resolve(requests({ "ssm:///a" }), ctx)
-    assert.equal("unavailable", ctx.fails.V1.kind)
+    assert.equal("backend_error", ctx.fails.V1.kind)
     assert.is_nil(ctx.fails.V1.reason:find(secret, 1, true))
   end)
 
-  it("check() passes when aws --version runs", function()
-    local ctx = scripted(function() return { code = 0, stdout = "aws-cli/1.0", stderr = "" } end)
+  it("check() asks sts get-caller-identity in the region in use", function()
+    local ctx = scripted(function() return { code = 0, stdout = '{"Arn": "arn:aws:iam::1:user/u"}', stderr = "" } end)
+    ctx.environ.AWS_DEFAULT_REGION = "eu-central-1"
     assert.is_true(ssm.check(ctx))
-    assert.same({ "aws", "--version" }, ctx.calls[1])
+    assert.same({ { "aws", "sts", "get-caller-identity", "--output", "json", "--region", "eu-central-1" } }, ctx.calls)
+  end)
+end)
+
+describe("ssm.resolve with an identity granted only ssm:GetParameter", function()
+  local DENIED = "\nAn error occurred (AccessDeniedException) when calling the GetParameters operation: User: "
+    .. "arn:aws:iam::123456789012:user/dev is not authorized to perform: ssm:GetParameters on resource: "
+    .. "arn:aws:ssm:us-east-1:123456789012:parameter/a because no identity-based policy allows the "
+    .. "ssm:GetParameters action\n"
+  local GONE = "\nAn error occurred (ParameterNotFound) when calling the GetParameter operation: \n"
+
+  -- get-parameters is denied; get-parameter answers from `params` (name -> value).
+  local function guide_policy(params)
+    return scripted(function(argv)
+      if argv[3] == "get-parameters" then return { code = 255, stdout = "", stderr = DENIED } end
+      assert.equal("get-parameter", argv[3])
+      assert.equal("--name", argv[4])
+      local v = params[argv[5]]
+      if not v then return { code = 255, stdout = "", stderr = GONE } end
+      return { code = 0, stderr = "", stdout = json.encode({ Parameter = { Name = argv[5], Value = v } }) }
+    end)
+  end
+
+  it("asks for exactly those names again with concurrent get-parameter calls, and says so under -v", function()
+    local ctx = guide_policy({ ["/a"] = "value-a", ["/b"] = " value b\n", ["/c:2"] = "v-c2" })
+    local logged = {}
+    ctx.log = function(...) logged[#logged + 1] = table.concat({ ... }, " ") end
+    ctx.environ.AWS_REGION = "eu-west-1"
+    gathered = 0
+    ssm.resolve(requests({ "ssm:///a", "ssm:///b", "ssm:///c:2", "ssm:///gone" }), ctx)
+    assert.same({ V1 = "value-a", V2 = " value b\n", V3 = "v-c2" }, ctx.oks)
+    assert.equal("not_found", ctx.fails.V4.kind)
+    assert.equal("the parameter does not exist in eu-west-1", ctx.fails.V4.reason)
+    assert.equal(5, #ctx.calls)
+    local asked = {}
+    for i = 2, 5 do
+      local c = ctx.calls[i]
+      assert.same({ "aws", "ssm", "get-parameter", "--name", c[5], "--with-decryption", "--output", "json",
+        "--region", "eu-west-1" }, c)
+      asked[#asked + 1] = c[5]
+    end
+    table.sort(asked)
+    assert.same({ "/a", "/b", "/c:2", "/gone" }, asked)
+    assert.equal(4, gathered)
+    assert.truthy(logged[1]:find("GetParameters was denied in eu-west-1; asking for 4 names one by one", 1, true))
+  end)
+
+  it("reports an identity without any SSM right as denied, with the IAM fix", function()
+    local ctx = scripted(function(argv)
+      return { code = 255, stdout = "", stderr = DENIED:gsub("GetParameters", argv[3] == "get-parameter"
+        and "GetParameter" or "GetParameters") }
+    end)
+    ssm.resolve(requests({ "ssm:///a", "ssm://us-east-2/b" }), ctx)
+    for _, n in ipairs({ "V1", "V2" }) do
+      assert.equal("permission", ctx.fails[n].kind)
+      assert.truthy(ctx.fails[n].fix:find("grant ssm:GetParameter on the parameter", 1, true))
+      assert.is_nil(ctx.fails[n].reason:find("arn:", 1, true))
+    end
+    assert.equal("AWS denied access to the parameter in the CLI's default region (from your aws profile)",
+      ctx.fails.V1.reason)
+    assert.equal("AWS denied access to the parameter in us-east-2", ctx.fails.V2.reason)
+    assert.equal(4, #ctx.calls)
+  end)
+
+  it("does not retry other failures one by one", function()
+    local ctx = scripted(function() return { code = 255, stdout = "", stderr = "\nUnable to locate credentials\n" } end)
+    ssm.resolve(requests({ "ssm:///a", "ssm:///b" }), ctx)
+    assert.equal(1, #ctx.calls)
+    assert.equal("auth", ctx.fails.V1.kind)
+  end)
+end)
+
+describe("ssm.resolve region", function()
+  local function answer()
+    return scripted(function(argv)
+      return { code = 0, stderr = "", stdout = json.encode({ Parameters = json.array({ { Name = "/a", Value = "v" } }),
+        InvalidParameters = json.array({}) }) }
+    end)
+  end
+
+  it("passes --region from the reference, else AWS_REGION, else AWS_DEFAULT_REGION, else none", function()
+    local cases = {
+      { "ssm://ap-south-1/a", { AWS_REGION = "eu-west-1" }, "ap-south-1" },
+      { "ssm:///a", { AWS_REGION = "eu-west-1", AWS_DEFAULT_REGION = "us-east-2" }, "eu-west-1" },
+      { "ssm:///a", { AWS_DEFAULT_REGION = "us-east-2" }, "us-east-2" },
+      { "ssm:///a", {}, nil },
+    }
+    for _, c in ipairs(cases) do
+      local ctx = answer()
+      ctx.environ = c[2]
+      ssm.resolve(requests({ c[1] }), ctx)
+      assert.equal("v", ctx.oks.V1)
+      assert.equal(c[3], region_of(ctx.calls[1]), c[1])
+    end
+  end)
+
+  it("puts a reference naming the environment's region in the same call", function()
+    local ctx = answer()
+    ctx.environ.AWS_REGION = "eu-west-1"
+    ssm.resolve(requests({ "ssm:///a", "ssm://eu-west-1/b" }), ctx)
+    assert.equal(1, #ctx.calls)
+  end)
+end)
+
+describe("ssm.resolve unrecognised CLI text", function()
+  it("shows it through ctx.sanitize with quoted strings elided", function()
+    local ctx = scripted(function()
+      return { code = 255, stdout = "", stderr = "\nError: parameter value 'never-seen-by-moat' is malformed\n" }
+    end)
+    local sanitized
+    ctx.sanitize = function(text) sanitized = text return text end
+    ssm.resolve(requests({ "ssm:///a" }), ctx)
+    assert.is_string(sanitized)
+    local f = ctx.fails.V1
+    assert.equal("backend_error", f.kind)
+    assert.equal("aws ssm get-parameters failed (exit 255): Error: parameter value '<elided>' is malformed",
+      f.reason)
   end)
 end)

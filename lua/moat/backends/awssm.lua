@@ -17,13 +17,14 @@ local _SVC = {
   service = "Secrets Manager", noun = "the secret", grant = "secretsmanager:GetSecretValue",
   ref = "awssm://REGION/name", example = "awssm://us-east-1/name",
 }
-function _SVC.specific(code, _, region)
-  if code == "ResourceNotFoundException" then
-    return { kind = "not_found", reason = "the secret does not exist in " .. awscli.where(region),
+function _SVC.specific(code, text, region)
+  if code == "ResourceNotFoundException" or text:find("(ResourceNotFoundException)", 1, true)
+    or text:find("<Code>ResourceNotFoundException", 1, true) then
+    return { kind = "not_found", reason = "the secret does not exist " .. awscli.where(region),
       fix = "check the name and region: `aws secretsmanager list-secrets`" }
   elseif code == "DecryptionFailure" then
     return awscli.failure("kms", _SVC, region)
-  elseif code == "InvalidRequestException" then
+  elseif code == "InvalidRequestException" or text:find("(InvalidRequestException)", 1, true) then
     return { kind = "invalid", reason = "Secrets Manager refused the request (is the secret scheduled for deletion?)",
       fix = "check the secret with `aws secretsmanager describe-secret --secret-id …`" }
   end
@@ -40,15 +41,11 @@ function M.parse(ref)
   body = body or rest
   if key == "" then return nil, "the key after # is empty (awssm:///name#key)" end
   if key and key:find("#", 1, true) then return nil, "the reference has more than one '#'" end
-  local region, id = body:match("^([^/]*)/(.*)$")
-  if not region then
-    return nil, "a Secrets Manager reference looks like awssm:///name or awssm://region/name"
+  local where, why = awscli.split(body)
+  if not where then
+    return nil, "a Secrets Manager reference looks like awssm:///name or awssm://region/name: " .. why
   end
-  if region == "" then
-    region = nil
-  elseif not awscli.valid_region(region) then
-    return nil, "'" .. region .. "' is not an AWS region name (like eu-west-1)"
-  end
+  local region, id = where.region, where.path:sub(2)
   if id == "" then return nil, "the secret name is empty" end
   -- The name becomes an argument of aws: one starting with "-" would be read as an option.
   if id:sub(1, 1) == "-" then return nil, "a secret name must not start with '-'" end
@@ -65,13 +62,8 @@ end
 
 local function _argv(op, region, ...)
   local argv = { "aws", "secretsmanager", op, ... }
-  argv[#argv + 1] = "--output"
-  argv[#argv + 1] = "json"
-  if region then
-    argv[#argv + 1] = "--region"
-    argv[#argv + 1] = region
-  end
-  return argv
+  table.move({ "--output", "json" }, 1, 2, #argv + 1, argv)
+  return awscli.with_region(argv, region)
 end
 
 -- Runs argv; returns decoded JSON | nil, failure (with `unsupported` when the CLI lacks `op`).
@@ -81,6 +73,7 @@ local function _call(ctx, argv, region, op)
       { region = region, exit = r.code, cmd = "aws secretsmanager " .. op })
   end)
   if not doc and f.detail then f.unsupported = f.detail:find("Invalid choice", 1, true) ~= nil end
+  if not doc and f.unsupported then f.known = true end
   return doc, f
 end
 
@@ -107,7 +100,7 @@ local function _singles(ctx, region, ids)
       return v or pf
     end
   end
-  local results = #fns == 1 and { fns[1]() } or ctx.gather(fns)
+  local results = awscli.run_all(ctx, fns)
   local out = {}
   for i, id in ipairs(ids) do out[id] = results[i] end
   return out
@@ -151,7 +144,7 @@ local function _batch(ctx, region, ids)
       local v, pf = _payload(e)
       out[id] = v or pf
     elseif out[id] == nil then
-      out[id] = { kind = "unavailable", reason = "batch-get-secret-value returned nothing for it",
+      out[id] = { kind = "backend_error", reason = "batch-get-secret-value returned nothing for it",
         fix = "run `aws secretsmanager get-secret-value --secret-id …` by hand to see why" }
     end
   end
@@ -179,13 +172,14 @@ local function _take(ctx, payload, key)
     fix = "point #key at a string, number or boolean" }
 end
 
--- Optional readiness check (runs `aws --version`): true | nil, reason, fix.
+-- Optional readiness check: `aws sts get-caller-identity` once per region in use (true | nil,
+-- reason, fix); `requests`, when given, name the regions.
 M.check = awscli.check
 
 -- Resolves requests ({name, ref, parsed}): ≤ 20 secrets a call per region, all calls at once.
 function M.resolve(requests, ctx)
   local jobs = {}
-  for _, g in ipairs(awscli.by_region(requests, M.parse, function(p) return p.id end)) do
+  for _, g in ipairs(awscli.by_region(ctx, requests, M.parse, function(p) return p.id end)) do
     for i = 1, #g.names, M.batch do
       local last = math.min(i + M.batch - 1, #g.names)
       jobs[#jobs + 1] = { region = g.region, ids = table.move(g.names, i, last, 1, {}) }
@@ -205,18 +199,19 @@ function M.resolve(requests, ctx)
   end
   for _, req in ipairs(requests) do
     local p = req.parsed or assert(M.parse(req.ref))
-    local v = got[(p.region or "") .. "\0" .. p.id]
+    local v = got[(awscli.region(ctx, p.region) or "") .. "\0" .. p.id]
     local f
     if type(v) == "string" and p.key then v, f = _take(ctx, v, p.key) end
     if type(v) == "string" then
       values[#values + 1] = v
       ctx.ok(req, v)
     else
-      failed[#failed + 1] = { req = req, f = f or v or { kind = "unavailable", reason = "no answer for this secret" } }
+      f = f or v or { kind = "backend_error", reason = "no answer for this secret" }
+      failed[#failed + 1] = { req = req, f = f }
     end
   end
   for _, x in ipairs(failed) do
-    ctx.fail(x.req, { kind = x.f.kind, reason = awscli.reason(x.f, values), fix = x.f.fix })
+    ctx.fail(x.req, { kind = x.f.kind, reason = awscli.reason(x.f, values, ctx), fix = x.f.fix })
   end
 end
 

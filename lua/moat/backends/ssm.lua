@@ -14,14 +14,20 @@ local _MAX_NAME = 2048
 -- The parameter-store side of the CLI's errors, for awscli.classify.
 local _SVC = {
   service = "SSM", noun = "the parameter", encrypted = "the SecureString parameter",
-  grant = "ssm:GetParameters", ref = "ssm://REGION/path", example = "ssm://us-east-1/path",
+  grant = "ssm:GetParameter", ref = "ssm://REGION/path", example = "ssm://us-east-1/path",
   specific = function(_, text, region)
-    if text:find("ParameterNotFound", 1, true) or text:find("ParameterVersionNotFound", 1, true) then
-      return { kind = "not_found", reason = "the parameter does not exist in " .. awscli.where(region),
-        fix = "check the name, version and region: `aws ssm describe-parameters`" }
+    if text:find("(ParameterNotFound)", 1, true) or text:find("(ParameterVersionNotFound)", 1, true)
+      or text:find("<Code>ParameterNotFound", 1, true) then
+      return M.not_found(region)
     end
   end,
 }
+
+-- Takes a region | nil; returns the failure for a parameter that does not exist there.
+function M.not_found(region)
+  return { kind = "not_found", known = true, reason = "the parameter does not exist " .. awscli.where(region),
+    fix = "check the name, version or label and the region: `aws ssm describe-parameters`" }
+end
 
 local function _valid_selector(sel)
   if sel:match("^%d+$") then return #sel <= 20 end
@@ -38,15 +44,9 @@ function M.parse(ref)
   end
   local rest = ref:match("^ssm://(.*)$")
   if not rest then return nil, "an SSM reference looks like ssm:///path or ssm://region/path" end
-  local region, name = rest:match("^([^/]*)(/.*)$")
-  if not region then
-    return nil, "an SSM reference looks like ssm:///path or ssm://region/path (the path starts with /)"
-  end
-  if region == "" then
-    region = nil
-  elseif not awscli.valid_region(region) then
-    return nil, "'" .. region .. "' is not an AWS region name (like us-east-1)"
-  end
+  local where, why = awscli.split(rest)
+  if not where then return nil, "an SSM reference looks like ssm:///path or ssm://region/path: " .. why end
+  local region, name = where.region, where.path
   if #name > _MAX_NAME then
     return nil, "the parameter name is longer than " .. _MAX_NAME .. " characters"
   end
@@ -99,26 +99,38 @@ local function _chunks(names, paths)
   return chunks
 end
 
--- Runs one get-parameters call; returns { values = { name = value }, fails = { name = failure } }.
-local function _call(ctx, region, names)
-  local argv = { "aws", "ssm", "get-parameters", "--names" }
-  for _, n in ipairs(names) do argv[#argv + 1] = n end
-  argv[#argv + 1] = "--with-decryption"
-  argv[#argv + 1] = "--output"
-  argv[#argv + 1] = "json"
-  if region then
-    argv[#argv + 1] = "--region"
-    argv[#argv + 1] = region
-  end
-  local out = { values = {}, fails = {} }
-  local doc, f = awscli.call(ctx, argv, function(r)
+local function _classify(region, cmd)
+  return function(r)
     return awscli.classify((r.stderr or "") .. "\n" .. (r.stdout or ""), _SVC, { region = region, exit = r.code,
-      cmd = "aws ssm get-parameters", by_hand = "aws ssm get-parameters --names …" })
-  end)
-  if not doc then
-    for _, n in ipairs(names) do out.fails[n] = f end
-    return out
+      cmd = "aws ssm " .. cmd, by_hand = "aws ssm " .. cmd .. " --with-decryption --name…" })
   end
+end
+
+-- Asks for each name with its own `get-parameter` call, concurrently: what an identity granted
+-- only ssm:GetParameter (the upstream guide's policy) can do. Fills out.values / out.fails.
+local function _one_by_one(ctx, region, names, out)
+  ctx.log(("GetParameters was denied %s; asking for %d name%s one by one with get-parameter")
+    :format(awscli.where(region), #names, #names == 1 and "" or "s"))
+  local fns = {}
+  for i, n in ipairs(names) do
+    fns[i] = function()
+      local argv = awscli.with_region({ "aws", "ssm", "get-parameter", "--name", n, "--with-decryption",
+        "--output", "json" }, region)
+      local doc, f = awscli.call(ctx, argv, _classify(region, "get-parameter"))
+      local p = doc and doc.Parameter
+      if type(p) == "table" and type(p.Value) == "string" then return p.Value end
+      return f or { kind = "backend_error", reason = "aws ssm get-parameter returned no value for it",
+        fix = "run `aws ssm get-parameter --with-decryption --name …` by hand to see why" }
+    end
+  end
+  for i, res in ipairs(awscli.run_all(ctx, fns)) do
+    if type(res) == "string" then out.values[names[i]] = res else out.fails[names[i]] = res end
+  end
+  return out
+end
+
+-- Files one get-parameters answer `doc` for `names` into out.values / out.fails.
+local function _file(doc, names, region, out)
   local want = {}
   for _, n in ipairs(names) do want[n] = true end
   local by_path = {}
@@ -133,28 +145,41 @@ local function _call(ctx, region, names)
     end
   end
   for _, n in ipairs(type(doc.InvalidParameters) == "table" and doc.InvalidParameters or {}) do
-    if type(n) == "string" and want[n] and out.values[n] == nil then
-      out.fails[n] = { kind = "not_found", reason = "the parameter does not exist in " .. awscli.where(region),
-        fix = "check the name, version or label and the region: `aws ssm describe-parameters`" }
-    end
+    if type(n) == "string" and want[n] and out.values[n] == nil then out.fails[n] = M.not_found(region) end
   end
   for _, n in ipairs(names) do
     if out.values[n] == nil and not out.fails[n] then
-      out.fails[n] = { kind = "unavailable", reason = "aws ssm get-parameters returned no value for it",
+      out.fails[n] = { kind = "backend_error", reason = "aws ssm get-parameters returned no value for it",
         fix = "run `aws ssm get-parameter --with-decryption --name …` by hand to see why" }
     end
   end
   return out
 end
 
--- Optional readiness check (runs `aws --version`): true | nil, reason, fix.
+-- Runs one get-parameters call (per-name get-parameter calls when GetParameters is denied);
+-- returns { values = { name = value }, fails = { name = failure } }.
+local function _call(ctx, region, names)
+  local argv = { "aws", "ssm", "get-parameters", "--names" }
+  for _, n in ipairs(names) do argv[#argv + 1] = n end
+  table.move({ "--with-decryption", "--output", "json" }, 1, 3, #argv + 1, argv)
+  awscli.with_region(argv, region)
+  local out = { values = {}, fails = {} }
+  local doc, f = awscli.call(ctx, argv, _classify(region, "get-parameters"))
+  if doc then return _file(doc, names, region, out) end
+  if f.class == "denied" then return _one_by_one(ctx, region, names, out) end
+  for _, n in ipairs(names) do out.fails[n] = f end
+  return out
+end
+
+-- Optional readiness check: `aws sts get-caller-identity` once per region in use (true | nil,
+-- reason, fix); `requests`, when given, name the regions.
 M.check = awscli.check
 
 -- Resolves requests ({name, ref, parsed}) with one aws call per ≤ 10 names per region, all
 -- calls concurrent; reports each through ctx.ok / ctx.fail.
 function M.resolve(requests, ctx)
   local jobs = {}
-  for _, g in ipairs(awscli.by_region(requests, M.parse, function(p) return p.name end)) do
+  for _, g in ipairs(awscli.by_region(ctx, requests, M.parse, function(p) return p.name end)) do
     local paths = {}
     for _, name in ipairs(g.names) do
       local req = g.reqs[name][1]
@@ -189,7 +214,7 @@ function M.resolve(requests, ctx)
     for _, n in ipairs(j.names) do
       local f = res.fails[n]
       if f then
-        local reason = awscli.reason(f, values)
+        local reason = awscli.reason(f, values, ctx)
         for _, req in ipairs(j.group.reqs[n]) do
           ctx.fail(req, { kind = f.kind, reason = reason, fix = f.fix })
         end
