@@ -83,7 +83,16 @@ local function _run(ctx, state, argv, o)
   })
   if not r then
     local missing = _is_enoent(msg, errno)
-    ctx.last_failure = missing
+    -- Out of descriptors (EMFILE, ENFILE), processes (EAGAIN) or memory (ENOMEM): too many
+    -- jobs for this machine's limits, not a missing program.
+    local files, procs = errno == 24 or errno == 23, errno == 11 or errno == 12
+    local jobs = ("lower --jobs (now %s) or raise the limit with "):format(tostring(state.opts.jobs))
+    ctx.last_failure = files
+      and { kind = "resource", reason = ("cannot start %s: too many open files (the limit is %s; see ulimit -n)")
+        :format(argv[1], tostring((sys.getrlimit("nofile")))), fix = jobs .. "ulimit -n" }
+      or procs and { kind = "resource", reason = ("cannot start %s: %s (see ulimit -u)")
+        :format(argv[1], errno == 11 and "too many processes" or "out of memory"), fix = jobs .. "ulimit -u" }
+      or missing
       and { kind = "unavailable", reason = ("%s is not installed (not found on PATH)"):format(argv[1]),
         fix = ("install %s or put it on PATH"):format(argv[1]) }
       or { kind = "unavailable", reason = ("cannot run %s: %s"):format(argv[1], tostring(msg)),
