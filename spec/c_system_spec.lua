@@ -181,8 +181,8 @@ describe("moat.c.system", function()
       assert.equal("/dev/null is a device, not a regular file", select(2, system.read_file("/dev/null")))
       assert.equal(dir .. " is a directory, not a regular file", select(2, system.read_file(dir)))
       local sock = dir .. "/sock"
-      if os.execute("command -v python3 >/dev/null") and
-         os.execute("python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' '" .. sock .. "'") then
+      local bind = "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])"
+      if os.execute("command -v python3 >/dev/null") and os.execute("python3 -c '" .. bind .. "' '" .. sock .. "'") then
         assert.equal(sock .. " is a socket, not a regular file", select(2, system.read_file(sock)))
       end
     end)
