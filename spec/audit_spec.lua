@@ -15,7 +15,7 @@ end
 -- Every field a caller might (wrongly) pass along, including values and message text.
 local function noisy(extra)
   local f = { value = VALUE, values = { A = VALUE }, env = { A = VALUE }, reason = "backend said " .. VALUE,
-    fix = VALUE, stdout = VALUE, stderr = VALUE, secret = VALUE }
+    fix = VALUE, stdout = VALUE, stderr = VALUE, secret = VALUE, default = VALUE }
   for k, v in pairs(extra) do f[k] = v end
   return f
 end
@@ -79,9 +79,23 @@ describe("moat.audit.format", function()
     end
   end)
 
-  it("knows the seven documented types and raises on others", function()
+  it("run.started records the profile when there is one", function()
+    assert.equal("prod", audit.format("run.started", { name = "demo", profile = "prod" }).profile)
+    assert.is_nil(audit.format("run.started", { name = "demo" }).profile)
+  end)
+
+  it("secret.skipped and secret.defaulted carry name, backend, reference, ms, outcome, not_found", function()
+    for rtype, outcome in pairs({ ["secret.skipped"] = "skipped", ["secret.defaulted"] = "defaulted" }) do
+      local d = audit.format(rtype, noisy({ name = "A", backend = "op", ref = "op://v/i/f", ms = 3, ok = true,
+        outcome = outcome, kind = "not_found" }))
+      assert.same({ name = "A", backend = "op", reference = "op://v/i/f", ms = 3, outcome = outcome,
+        kind = "not_found" }, d)
+    end
+  end)
+
+  it("knows the nine documented types and raises on others", function()
     assert.same({ "container.exited", "container.started", "policy.denied", "run.finished", "run.started",
-      "secret.failed", "secret.resolved" }, keys(audit.types))
+      "secret.defaulted", "secret.failed", "secret.resolved", "secret.skipped" }, keys(audit.types))
     assert.has_error(function() audit.format("secret.leaked", {}) end,
       "moat.audit: unknown record type 'secret.leaked'")
   end)

@@ -38,6 +38,7 @@ M.types = {
     return {
       name = _str(f.name), workspace = _str(f.workspace), runtime = _str(f.runtime),
       image = _str(f.image), command = _strings(f.command), version = _str(f.version),
+      profile = _str(f.profile),
     }
   end,
   ["policy.denied"] = function(f)
@@ -57,6 +58,20 @@ M.types = {
     return {
       name = _str(f.name), backend = _str(f.backend), reference = _str(f.ref or f.reference),
       ms = _int(f.ms), outcome = "failed", kind = _str(f.kind) or "error",
+    }
+  end,
+  -- An optional secret that was not found: the variable is left unset.
+  ["secret.skipped"] = function(f)
+    return {
+      name = _str(f.name), backend = _str(f.backend), reference = _str(f.ref or f.reference),
+      ms = _int(f.ms), outcome = "skipped", kind = "not_found",
+    }
+  end,
+  -- A secret that was not found and has a default: the default (a plain value, never recorded) is used.
+  ["secret.defaulted"] = function(f)
+    return {
+      name = _str(f.name), backend = _str(f.backend), reference = _str(f.ref or f.reference),
+      ms = _int(f.ms), outcome = "defaulted", kind = "not_found",
     }
   end,
   ["container.started"] = function(f)

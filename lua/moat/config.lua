@@ -6,6 +6,7 @@ local exit = require("moat.exit")
 local check = require("moat.config.check")
 local fields = require("moat.config.fields")
 local cfile = require("moat.config.file")
+local profile = require("moat.config.profile")
 local refs = require("moat.config.refs")
 local yamlerr = require("moat.config.yamlerr")
 
@@ -16,14 +17,14 @@ M.RUNTIMES = fields.RUNTIMES
 
 -- Keys the upstream moat understands but this moat does not implement: loaded with a warning.
 M.UNIMPLEMENTED = {
-  agent = true, version = true, services = true, ports = true, hooks = true, network = true,
+  agent = true, version = true, services = true, ports = true, hooks = true,
   snapshots = true, tracing = true, claude = true, codex = true, gemini = true, mcp = true,
   sandbox = true, ssh = true, proxy = true,
 }
 
 local KNOWN = {
   "name", "dependencies", "image", "command", "env", "secrets", "grants", "mounts",
-  "runtime", "interactive", "container",
+  "runtime", "interactive", "container", "network", "env_files", "profiles",
 }
 
 M.check_name = check.check_name
@@ -133,12 +134,33 @@ function Loader:keys(root, cfg)
   end
 end
 
+-- Reports names that are in both env and secrets (after a profile is merged).
+local function _both(cfg, errors)
+  local env_at = {}
+  for _, e in ipairs(cfg.env) do env_at[e.name] = e.where end
+  for _, s in ipairs(cfg.secrets) do
+    if env_at[s.name] then
+      errors[#errors + 1] = ("%s: %s is in both env (at %s) and secrets; keep one"):format(s.where, s.name,
+        env_at[s.name])
+    end
+  end
+end
+
 -- Parses config `text` read from `file` for workspace `dir` (absolute). opts.schemes: array of
--- the backends' schemes for spotting broken references (default: the built-in ones).
--- Returns cfg (with cfg.warnings) | nil, errors (array of "file:line:col: message").
+-- the backends' schemes for spotting broken references (default: the built-in ones);
+-- opts.profile: the profile to merge over the base; opts.base: the directory relative
+-- env_files are relative to (default `dir`). Returns cfg (with cfg.warnings) | nil, errors
+-- (array of "file:line:col: message"). Shapes: cfg.base = the file's own top-level { secrets,
+-- env, mounts, image, runtime, network, env_files } before any profile; cfg.profiles = name -> { where,
+-- set, secrets, env, env_files, mounts, image, runtime, network } (all of them, raw);
+-- cfg.env_files = { {path, file, where} } (the top level's); secrets entries are
+-- { name, ref, where, from, optional, default } (default: a plain value, never shown).
 function M.parse(text, file, dir, opts)
-  local self = setmetatable({ file = file, errors = {}, warnings = {}, schemes = opts and opts.schemes }, Loader)
-  local cfg = { file = file, dir = dir, env = {}, secrets = {}, mounts = {}, dependencies = {}, container = {} }
+  opts = opts or {}
+  local self = setmetatable({ file = file, errors = {}, warnings = {}, schemes = opts.schemes, base = opts.base },
+    Loader)
+  local cfg = { file = file, dir = dir, env = {}, secrets = {}, mounts = {}, dependencies = {}, container = {},
+    env_files = {}, profiles = {}, profile_names = {}, from = {} }
   local root, err = yaml.load(text, file)
   if not root then return nil, { _escape(yamlerr.translate(err, file, text)) } end
   if root.kind == "map" then
@@ -146,19 +168,31 @@ function M.parse(text, file, dir, opts)
   elseif root.kind ~= "empty" then
     self:at(root, "the config must be a mapping of keys (name, image, secrets, ...)")
   end
-  local env_at = {}
-  for _, e in ipairs(cfg.env) do env_at[e.name] = e.where end
-  for _, s in ipairs(cfg.secrets) do
-    if env_at[s.name] then
-      local line, col = s.where:match(":(%d+):(%d+)$")
-      self:at({ line = tonumber(line), col = tonumber(col) },
-        ("%s is in both env (at %s) and secrets; keep one"):format(s.name, env_at[s.name]))
-    end
-  end
   if #self.errors > 0 then return nil, self.errors end
+  cfg.base = { secrets = cfg.secrets, env = cfg.env, mounts = cfg.mounts, image = cfg.image,
+    runtime = cfg.runtime, network = cfg.network, env_files = cfg.env_files }
+  local errors = {}
+  if opts.profile then
+    local _, perrs = profile.apply(cfg, opts.profile)
+    errors = perrs or errors
+  end
+  _both(cfg, errors)
+  if #errors > 0 then
+    for i, e in ipairs(errors) do errors[i] = _escape(e) end
+    return nil, errors
+  end
   cfg.name = cfg.name or (dir:match("([^/]+)/*$") or "moat"):gsub("[^A-Za-z0-9_.-]", "-")
   cfg.warnings = self.warnings
   return cfg
+end
+
+-- Returns the profile asked for: `flag` (--profile), else a non-empty MOAT_PROFILE in
+-- `environ` (a map), else nil.
+function M.chosen_profile(flag, environ)
+  if flag then return flag end
+  local v = environ and environ.MOAT_PROFILE
+  if v and v ~= "" then return v end
+  return nil
 end
 
 -- Returns the config file for workspace `dir` (moat.yaml, else agent.yaml) or nil. A name that
@@ -174,32 +208,55 @@ local function _fail(fmt, ...)
   exit.fail(exit.CONFIG, fmt:format(table.unpack(args, 1, args.n)))
 end
 
+-- Raises the config failure listing `errs` (escaped messages) found in `what`.
+local function _problems(errs, what)
+  exit.fail(exit.CONFIG, ("%d problem%s in %s:\n  %s"):format(#errs, #errs == 1 and "" or "s", _escape(what),
+    table.concat(errs, "\n  ")))
+end
+
+-- Reads the env files of `cfg` and of opts.env_files into cfg.secrets; raises on a problem.
+local function _env_files(cfg, opts, inside)
+  local ok, errs = require("moat.config.envfiles").load(cfg, opts.env_files, { inside = inside,
+    schemes = opts.schemes })
+  if ok then return end
+  for i, e in ipairs(errs) do errs[i] = _escape(e) end
+  _problems(errs, "env files")
+end
+
 -- Loads the config for workspace `dir`; `file` (optional, from --config) overrides the file
 -- name and may be a symlink; a workspace file must be a regular file inside the workspace.
--- opts.schemes as in M.parse. Returns cfg; raises a config failure (exit 78) listing every problem.
+-- opts: schemes as in M.parse; profile (merged over the base); env_files (array of paths from
+-- --env-file). Returns cfg (see M.parse; cfg.env_files_used lists the env files read);
+-- raises a config failure (exit 78) listing every problem.
 function M.load(dir, file, opts)
+  opts = opts or {}
   local sys = require("moat.c.system")
   local absdir, derr = sys.realpath(dir)
   if not absdir then _fail("workspace %s: %s", dir, derr) end
   local explicit = file ~= nil
   file = file or M.find(dir)
   if not file then
+    if opts.profile then
+      _fail("no profile '%s': %s has no moat.yaml or agent.yaml (profiles live in the config)", opts.profile, dir)
+    end
     local cfg = assert(M.parse("", "(none)", absdir))
     cfg.file = nil
+    _env_files(cfg, opts)
     return cfg
   end
   local attr, why = cfile.check(file, not explicit and absdir or nil)
   if not attr then _fail("config file %s %s", file, why) end
+  -- The size as examined, before the read (which refuses an oversized file in its own words).
+  if attr.size > yaml.LIMITS.bytes then
+    _fail("%s:1:1: file is %s bytes; the limit is 1 MiB", file, attr.size)
+  end
   local text, rerr = cfile.read(file, attr, yaml.LIMITS.bytes)
   if not text then _fail("config file %s %s", file, rerr) end
-  if #text > yaml.LIMITS.bytes then
-    _fail("%s:1:1: file is %s bytes; the limit is 1 MiB", file, math.max(attr.size, #text))
-  end
-  local cfg, errs = M.parse(text, file, absdir, opts)
-  if not cfg then
-    exit.fail(exit.CONFIG, ("%d problem%s in %s:\n  %s"):format(#errs, #errs == 1 and "" or "s", _escape(file),
-      table.concat(errs, "\n  ")))
-  end
+  local fdir = file:match("^(.*)/[^/]*$") or "."
+  local base = sys.realpath(fdir == "" and "/" or fdir) or absdir
+  local cfg, errs = M.parse(text, file, absdir, { schemes = opts.schemes, profile = opts.profile, base = base })
+  if not cfg then _problems(errs, file) end
+  _env_files(cfg, opts, not explicit and absdir or nil)
   return cfg
 end
 

@@ -160,8 +160,11 @@ function M.read(path)
   local sys = require("moat.c.system")
   if sys.read_file then
     local text, err = sys.read_file(path, M.MAX_BYTES)
-    if not text then return nil, tostring(err) end
-    return text
+    if text then return text end
+    -- Refusals start with the path, which the caller names already.
+    err = tostring(err)
+    if err:sub(1, #path + 1) == path .. " " then return nil, err:sub(#path + 2) end
+    return nil, "cannot be read: " .. err
   end
   local cfile = require("moat.config.file")
   local attr, why = cfile.check(path)

@@ -87,7 +87,8 @@ end
 local function _merge(base, entries, what, field, refuse, errors)
   local out, at = {}, {}
   for _, e in ipairs(base or {}) do
-    out[#out + 1] = { name = e.name, [field] = e[field], where = e.where }
+    out[#out + 1] = { name = e.name, [field] = e[field], where = e.where, from = e.from, optional = e.optional,
+      default = e.default }
     at[e.name] = #out
   end
   for _, entry in ipairs(entries or {}) do
@@ -109,6 +110,29 @@ local function _env(cfg, extra, errors)
   return _merge(cfg.env, extra.env, "-e", "value", function(v)
     return v:find("%z") and "the value must not contain NUL bytes" or nil
   end, errors)
+end
+
+-- `-e NAME` without "=" passes the host's NAME: it becomes the secret NAME: env://NAME (and
+-- replaces a config entry of that name). Returns env, env_at, wanted with those applied.
+local function _passthrough(extra, env, env_at, wanted, errors)
+  for _, entry in ipairs(extra.env or {}) do
+    local why = not entry:find("=", 1, true) and config.check_name(entry)
+    if why then
+      errors[#errors + 1] = ("-e %s: the name %s"):format(text.show(entry), why)
+    elseif why == nil then
+      local kept = {}
+      for _, e in ipairs(env) do
+        if e.name ~= entry then kept[#kept + 1] = e end
+      end
+      env, env_at[entry] = kept, nil
+      local at = #wanted + 1
+      for i, s in ipairs(wanted) do
+        if s.name == entry then at = i end
+      end
+      wanted[at] = { name = entry, ref = "env://" .. entry, where = "-e" }
+    end
+  end
+  return env, env_at, wanted
 end
 
 local function _wanted(cfg, extra, errors)
@@ -139,14 +163,21 @@ function M.usage(extra)
   return nil
 end
 
--- Builds the plan from `cfg` (config.load) and `extra` = { secrets = {"NAME=REF"}, env = {"NAME=VALUE"} }.
--- Returns plan, plain (map NAME -> plain value) | nil, message listing every problem, "config" | "usage".
+-- Builds the plan from `cfg` (config.load) and `extra` = { secrets = {"NAME=REF"}, env = {"NAME=VALUE"
+-- or "NAME" (the host's NAME, as NAME: env://NAME)} }. Secret entries: { name, ref, where, backend,
+-- plain, parsed, from, optional, has_default }. Returns plan, plain (map NAME -> plain value, and
+-- the defaults) | nil, message listing every problem, "config" | "usage".
 function M.build(cfg, extra)
   extra = extra or {}
   local errors, warnings = {}, {}
   for _, w in ipairs(cfg.warnings or {}) do warnings[#warnings + 1] = w end
-  local env, env_at = _env(cfg, extra, errors)
+  local assigns = {}
+  for _, entry in ipairs(extra.env or {}) do
+    if entry:find("=", 1, true) then assigns[#assigns + 1] = entry end
+  end
+  local env, env_at = _env(cfg, { env = assigns }, errors)
   local wanted = _wanted(cfg, extra, errors)
+  env, env_at, wanted = _passthrough(extra, env, env_at, wanted, errors)
   if errors.usage then return nil, errors.usage, "usage" end
 
   local secrets, plain = {}, {}
@@ -159,10 +190,14 @@ function M.build(cfg, extra)
       errors[#errors + 1] = (s.where and (s.where .. ": ") or "") .. why
     else
       local entry = { name = s.name, ref = s.ref, where = s.where, backend = fields.backend,
-        plain = fields.plain, parsed = fields.parsed }
+        plain = fields.plain, parsed = fields.parsed, from = s.from, optional = s.optional,
+        has_default = s.default ~= nil or nil }
       if fields.plain then
         plain[s.name] = s.ref
-        entry.ref = "(plain value)"
+        entry.ref, entry.has_default = "(plain value)", nil
+      elseif s.default then
+        -- A default is a plain value: beside the plan like the others, used only on not found.
+        plain[s.name] = s.default
       end
       _warn_for(s, fields.plain, warnings)
       secrets[#secrets + 1] = entry

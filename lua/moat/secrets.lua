@@ -247,10 +247,26 @@ local function _record(s, o, state)
   return rec, o.ok and o.value or nil
 end
 
+-- Returns the outcome `o` of plan entry `s`, or the one that replaces a *not found* for an
+-- optional secret (outcome "skipped", no value) or one with a default (outcome "defaulted", the
+-- default from `plain`). Every other failure (auth, network, timeout, permission) stands.
+function M.tolerate(s, o, plain)
+  if o.ok or o.kind ~= "not_found" or not (s.optional or s.has_default) then return o end
+  if not s.has_default then return { ok = true, ms = o.ms, outcome = "skipped", reason = o.reason } end
+  local v = plain[s.name] or ""
+  local why = _refuse(v)
+  if why then
+    return { ok = false, ms = o.ms, kind = "invalid", reason = "the default cannot be used: " .. why,
+      fix = "shorten the default, or store the value in a backend" }
+  end
+  return { ok = true, ms = o.ms, value = v, outcome = "defaulted", reason = o.reason }
+end
+
 -- Resolves every secret of `plan`. opts: plain (map NAME -> value from plan.build), jobs (8),
 -- timeout (seconds, 60), progress = fn(msg), env = map the backends see and run their programs
 -- with (default: moat's environment).
--- Returns res = { ok, values = {NAME = value}, records = {...} in plan order, failures = {...} }.
+-- Returns res = { ok, values = {NAME = value}, records = {...} in plan order, failures = {...} };
+-- a skipped or defaulted record has ok = true, outcome and record ("secret.skipped" | "secret.defaulted").
 function M.resolve(plan, opts)
   opts = opts or {}
   local progress = opts.progress or function() end
@@ -281,7 +297,12 @@ function M.resolve(plan, opts)
       o = { ok = false, ms = 0, kind = "invalid", reason = _refuse(o.value),
         fix = "store the value without NUL bytes, or pass large data as a mounted file instead" }
     end
+    o = M.tolerate(s, o, plain)
     local rec, value = _record(s, o, state)
+    if o.outcome then
+      rec.outcome, rec.kind, rec.record = o.outcome, "not_found", "secret." .. o.outcome
+      rec.reason = scrub.text(o.reason or "not found", state.known)
+    end
     values[s.name] = value
     records[#records + 1] = rec
     if not rec.ok then failures[#failures + 1] = rec end

@@ -60,6 +60,19 @@ local function _fail(s, fields, msg, kind)
   return nil, msg, kind
 end
 
+-- Ends the session for stop signal `sig` (INT, TERM, HUP) before anything was launched: the
+-- run is finished as interrupted. Returns nil, message, 128+N (the exit status).
+function M.interrupted(s, sig)
+  local status = 128 + require("moat.c.signal").number(sig)
+  return _fail(s, { outcome = "interrupted", signal = sig, exit = status },
+    ("interrupted by SIG%s; nothing was launched"):format(sig), status)
+end
+
+-- Returns the stop signal (INT, TERM, HUP) that arrived since the last look, or nil.
+local function _stopped()
+  return require("moat.proc").stop_signal()
+end
+
 -- Returns MOAT_NETWORK's network (none, host, a docker network) | nil, message.
 local function _network(environ)
   local v = environ.MOAT_NETWORK
@@ -71,6 +84,7 @@ end
 -- Applies the command-line options that override the plan (command, image, interactive).
 local function _apply(s, o, cfg)
   local p = s.plan
+  if o.name then p.name = o.name end
   if o.command then p.command = o.command end
   if o.interactive then p.interactive = true end
   if o.image then
@@ -112,7 +126,8 @@ end
 local function _load(s, o)
   local uerr = require("moat.plan").usage({ secrets = o.secrets, env = o.env })
   if uerr then return nil, uerr, "usage" end
-  local cfg, err, kind = _pfail(require("moat.config").load, o.dir or ".", o.config)
+  local cfg, err, kind = _pfail(require("moat.config").load, o.dir or ".", o.config,
+    { profile = o.profile, env_files = o.env_files })
   if not cfg then return nil, err, kind end
   local ok, terr, tkind = _trust(o, cfg)
   if not ok then return nil, terr, tkind end
@@ -149,6 +164,8 @@ local function _runtime(s, o)
   ui.debug(1, ("runtime %s (%s)"):format(rt.name, how))
   local network, nerr = _network(s.environ)
   if nerr then return nil, nerr, "usage" end
+  -- network: in the config (or its profile) wins over MOAT_NETWORK; private is the runtime's default.
+  if s.cfg.network then network = s.cfg.network ~= "private" and s.cfg.network or nil end
   local p = s.plan
   local names = {}
   for _, e in ipairs(p.env) do names[#names + 1] = e.name end
@@ -175,7 +192,8 @@ end
 -- o: dir, config, secrets = {"NAME=REF"}, env = {"NAME=VALUE"}, runtime, image, command,
 -- interactive, keep, jobs, timeout, version, audit (record the run; values are fetched),
 -- launch (a runtime is needed), dry_run, trust (trust the workspace first), purpose ("run" |
--- "check"). Returns session | nil, message, kind.
+-- "check"), profile (merged over the config's base), env_files (--env-file paths), name (the run
+-- name, over the config's). Returns session | nil, message, kind.
 function M.open(o)
   local s = { opts = o, environ = require("moat.c.system").environ() }
   local ok, err, kind = _load(s, o)
@@ -194,10 +212,18 @@ function M.resolve(s)
     log, err, kind = _log(s)
     if not log then return nil, err, kind end
   end
-  local res = secrets.resolve(s.plan, { plain = s.plain, jobs = s.opts.jobs, timeout = s.opts.timeout,
-    progress = ui.progress })
+  -- A stop signal now, or while backends run (they are stopped), ends the run as interrupted.
+  local sig = _stopped()
+  if sig then return M.interrupted(s, sig) end
+  local done, res = pcall(secrets.resolve, s.plan, { plain = s.plain, jobs = s.opts.jobs,
+    timeout = s.opts.timeout, progress = ui.progress })
+  if not done then
+    sig = require("moat.proc").interrupted(res)
+    if not sig then error(res, 0) end
+    return M.interrupted(s, sig)
+  end
   for _, rec in ipairs(log and res.records or {}) do
-    local ok, rerr = _audit(log.record, log, rec.ok and "secret.resolved" or "secret.failed", rec)
+    local ok, rerr = _audit(log.record, log, rec.record or (rec.ok and "secret.resolved" or "secret.failed"), rec)
     if not ok then return _fail(s, { outcome = "failed", kind = "audit", exit = exit.IOERR }, rerr, "audit") end
   end
   if not res.ok then
@@ -253,11 +279,18 @@ end
 function M.run(s, hooks)
   local rt, p = s.runtime, s.plan
   ui.progress("running on " .. M.summary(s))
-  local launch = M.launch_of(s)
+  -- A runtime that cannot prepare the launch (say, the image cannot be inspected) runs nothing.
+  local launch, lerr = M.launch_of(s)
+  if not launch then
+    return _fail(s, { outcome = "failed", kind = "launch", exit = exit.UNAVAILABLE }, lerr, "unavailable")
+  end
   local ok, err = _audit(s.log.record, s.log, "container.started", { runtime = rt.name,
     image = rt.uses_image ~= false and p.image or nil, container = launch.container })
   if ok then ok, err = _commit(s) end
-  if not ok then return _fail(s, { outcome = "failed", kind = "audit", exit = exit.IOERR }, err, "audit") end
+  if not ok then
+    if launch.finish then launch.finish() end
+    return _fail(s, { outcome = "failed", kind = "audit", exit = exit.IOERR }, err, "audit")
+  end
   io.stdout:flush()
   local r, serr, errno = require("moat.supervise").run(launch, {
     mask = _mask_values(s), mask_stdout = hooks.mask_stdout, mask_stderr = hooks.mask_stderr,

@@ -12,7 +12,21 @@ local M = {}
 local SPEC = {
   ["--resolve"] = "flag", ["--trust"] = "flag",
   ["--json"] = "flag", ["--config"] = "value", ["--timeout"] = "value",
-  ["--jobs"] = "value", ["--secret"] = "list",
+  ["--jobs"] = "value", ["--secret"] = "list", ["--profile"] = "value", ["--env-file"] = "list",
+}
+M.SPEC = SPEC
+
+-- One line of help per SPEC option (moat help secrets, the man page and completion read it).
+M.OPTIONS = {
+  { "--resolve", "fetch every secret and report ok or failed per name (never a value)" },
+  { "--json", "print JSON" },
+  { "--config FILE", "read FILE instead of DIR/moat.yaml" },
+  { "--secret NAME=REF", "extra secret reference (repeatable)" },
+  { "--profile P", "merge profile P of the config over its base (default: MOAT_PROFILE)" },
+  { "--env-file FILE", "read secrets and values from a dotenv file (repeatable)" },
+  { "--timeout SECONDS", "per backend call (default 60)" },
+  { "--jobs N", "backend processes at once (default 8)" },
+  { "--trust", "trust the workspace's config and .moat/ as they are now, then check" },
 }
 
 -- Returns the numeric options { timeout = seconds, jobs = n } or raises a usage error.
@@ -38,6 +52,16 @@ local function _json(list)
   io.stdout:write(assert(json.encode(json.array(list), { pretty = true })), "\n")
 end
 
+-- Returns a format for rows of status, name, backend and a last column, padded to the widest
+-- of each in `list` (records or plan secrets), `status(x)` giving a row's status.
+local function _row_format(list, status, last)
+  local w = { 6, 0, 0 }
+  for _, x in ipairs(list) do
+    w[1], w[2], w[3] = math.max(w[1], #status(x)), math.max(w[2], #x.name), math.max(w[3], #x.backend)
+  end
+  return ("%%-%ds  %%-%ds  %%-%ds  %s\n"):format(w[1], w[2], w[3], last)
+end
+
 local function _validate(plan, limits, as_json)
   local checks = require("moat.secrets").check(plan, limits)
   local usable = {}
@@ -56,9 +80,10 @@ local function _validate(plan, limits, as_json)
     end
     _json(list)
   else
+    local function status(s) return usable[s.backend].ok and "valid" or "failed" end
+    local fmt = _row_format(plan.secrets, status, "%s")
     for _, s in ipairs(plan.secrets) do
-      io.stdout:write(("%-6s  %s  %s  %s\n"):format(usable[s.backend].ok and "valid" or "failed", s.name,
-        s.backend, text.show(s.ref)))
+      io.stdout:write(fmt:format(status(s), s.name, s.backend, text.show(s.ref)))
     end
     for _, c in ipairs(checks) do
       if not c.ok then
@@ -80,13 +105,19 @@ local function _resolve(res, as_json)
     local list = {}
     for _, r in ipairs(res.records) do
       list[#list + 1] = { name = r.name, ref = r.ref, backend = r.backend, ok = r.ok, ms = r.ms,
+        outcome = r.outcome or (r.ok and "ok" or "failed"),
         kind = r.kind or json.null, reason = r.reason or json.null, fix = r.fix or json.null }
     end
     _json(list)
   else
+    local SHOWN = { skipped = "skipped", defaulted = "default" }
+    local function status(r) return SHOWN[r.outcome] or (r.ok and "ok" or "failed") end
+    local fmt = _row_format(res.records, status, "%d ms")
     for _, r in ipairs(res.records) do
-      io.stdout:write(("%-6s  %s  %s  %d ms\n"):format(r.ok and "ok" or "failed", r.name, r.backend, r.ms))
-      if not r.ok then
+      io.stdout:write(fmt:format(status(r), r.name, r.backend, r.ms))
+      if r.outcome then
+        io.stdout:write(("        %s: %s [%s]\n"):format(text.show(r.ref), r.reason, r.kind))
+      elseif not r.ok then
         io.stdout:write(("        %s: %s [%s]\n"):format(text.show(r.ref), r.reason, r.kind))
         if r.fix then io.stdout:write("        fix: ", r.fix, "\n") end
       end
@@ -103,7 +134,8 @@ end
 -- Entry point: returns the exit status.
 function M.main(argv, ctx)
   if argv[1] ~= "check" then
-    cli.usage_error(ctx, argv[1] and ("unknown subcommand '" .. argv[1] .. "'") or "missing subcommand 'check'")
+    cli.usage_error(ctx, argv[1] and ("unknown subcommand '" .. text.show(argv[1]) .. "'; did you mean check?")
+      or "missing subcommand 'check'")
   end
   local opts, pos, rest = args.parse(table.move(argv, 2, #argv, 1, {}), SPEC)
   if not opts then cli.usage_error(ctx, pos) end
@@ -111,7 +143,8 @@ function M.main(argv, ctx)
   local limits = M.limits(ctx, opts)
   local s, err, kind = session.open({ dir = pos[1] or ".", config = opts.config, secrets = opts.secret,
     jobs = limits.jobs, timeout = limits.timeout, version = ctx.version, audit = opts.resolve,
-    trust = opts.trust,
+    trust = opts.trust, env_files = opts.env_file,
+    profile = require("moat.config").chosen_profile(opts.profile, require("moat.c.system").environ()),
     purpose = "check" })
   if not s then exit.fail_kind(err, kind) end
   if not opts.resolve then return _validate(s.plan, limits, opts.json) end

@@ -60,7 +60,9 @@ end
 function M.env(self, v, cfg)
   cfg.env = self:named_map(v, "env", function(name, val)
     local t = check.scalar_type(val)
-    if t == "null" then
+    if t == "null" and self.profile then
+      return { name = name, remove = true, where = self:where(val) }
+    elseif t == "null" then
       self:at(val, ("env %s has no value (write \"\" for an empty string)"):format(name))
     elseif val.kind ~= "scalar" then
       self:at(val, ("env %s must be a scalar value"):format(name))
@@ -72,24 +74,103 @@ function M.env(self, v, cfg)
   end)
 end
 
+-- Checks one secret reference node; returns the entry { name, ref, where } | nil.
+local function _ref(self, name, val)
+  if check.scalar_type(val) == "null" then
+    self:at(val, ("secret %s has no reference (e.g. op://vault/item/field)"):format(name))
+  elseif val.kind ~= "scalar" then
+    self:at(val, ("secret %s must be a reference string such as ssm:///path, or a mapping with ref:"):format(name))
+  elseif val.value:find("%z") then
+    self:at(val, ("secret %s must not contain NUL bytes"):format(name))
+  else
+    local fixed = refs.suspicious_ref(val.value, self.schemes)
+    if not fixed then return { name = name, ref = val.value, where = self:where(val) } end
+    local what = fixed == val.value:match("^%s*(.-)%s*$") and "has whitespace around a reference"
+      or "looks like a broken reference"
+    self:at(val, ("secret %s %s: did you mean %s? (a value that only looks like a reference: export it"
+      .. " and write %s: env://VAR)"):format(name, what, fixed, name))
+  end
+  return nil
+end
+
+local SECRET_KEYS = { "ref", "optional", "default" }
+
+-- The map form of a secret: { ref: REF, optional: true } or { ref: REF, default: "value" }.
+local function _secret_map(self, name, node)
+  local at = {}
+  for _, p in ipairs(node.pairs) do
+    local k = p.key.value
+    if at[k] == nil and (k == "ref" or k == "optional" or k == "default") then
+      at[k] = p.value
+    else
+      local hint = check.suggest(k, SECRET_KEYS)
+      self:at(p.key, ("secret %s: unknown key '%s'%s"):format(name, k,
+        hint and ("; did you mean '" .. hint .. "'?") or "; the keys are ref, optional, default"))
+    end
+  end
+  if not at.ref then
+    self:at(node, ("secret %s: the mapping form needs ref: (e.g. {ref: op://vault/item/field, optional: true})")
+      :format(name))
+    return nil
+  end
+  local entry = _ref(self, name, at.ref)
+  local optional = at.optional and self:bool(at.optional, ("secret %s: optional"):format(name))
+  local dt = at.default and check.scalar_type(at.default)
+  if at.default and (dt == "null" or at.default.kind ~= "scalar" or at.default.value:find("%z")) then
+    self:at(at.default, ("secret %s: default must be a scalar value without NUL bytes (write \"\" for empty)")
+      :format(name))
+  elseif at.default and optional then
+    self:at(at.optional, ("secret %s: optional and default contradict; a default already covers a missing"
+      .. " secret: keep one"):format(name))
+  elseif entry then
+    entry.optional = optional or nil
+    entry.default = at.default and at.default.value or nil
+    return entry
+  end
+  return nil
+end
+
 function M.secrets(self, v, cfg)
   cfg.secrets = self:named_map(v, "secrets", function(name, val)
-    local t = check.scalar_type(val)
-    if t == "null" then
-      self:at(val, ("secret %s has no reference (e.g. op://vault/item/field)"):format(name))
-    elseif val.kind ~= "scalar" then
-      self:at(val, ("secret %s must be a reference string such as ssm:///path"):format(name))
-    elseif val.value:find("%z") then
-      self:at(val, ("secret %s must not contain NUL bytes"):format(name))
-    else
-      local fixed = refs.suspicious_ref(val.value, self.schemes)
-      if not fixed then return { name = name, ref = val.value, where = self:where(val) } end
-      local what = fixed == val.value:match("^%s*(.-)%s*$") and "has whitespace around a reference"
-        or "looks like a broken reference"
-      self:at(val, ("secret %s %s: did you mean %s? (a value that only looks like a reference: export it"
-        .. " and write %s: env://VAR)"):format(name, what, fixed, name))
+    if self.profile and check.scalar_type(val) == "null" then
+      return { name = name, remove = true, where = self:where(val) }
+    elseif val.kind == "map" then
+      return _secret_map(self, name, val)
     end
+    return _ref(self, name, val)
   end)
+end
+
+-- env_files: dotenv files whose entries join secrets; a relative path is relative to the
+-- directory of the config file (self.base, else the workspace).
+function M.env_files(self, v, cfg)
+  local list = self:list_of_strings(v, "env_files")
+  if not list then return end
+  cfg.env_files = {}
+  for i, s in ipairs(list) do
+    local node = v.items[i]
+    if s == "" or s:find("[%z\1-\31\127]") then
+      self:at(node, "env_files entries must be non-empty paths without control characters")
+    else
+      local file = s:sub(1, 1) == "/" and s or ((self.base or cfg.dir) .. "/" .. s)
+      cfg.env_files[#cfg.env_files + 1] = { path = s, file = file, where = self:where(node) }
+    end
+  end
+end
+
+M.NETWORKS = { private = true, none = true, host = true }
+
+function M.network(self, v, cfg)
+  local s = self:string(v, "network")
+  if s and not M.NETWORKS[s] then
+    self:at(v, ("network '%s' is not one of private, none, host"):format(s))
+  else
+    cfg.network = s
+  end
+end
+
+function M.profiles(self, v, cfg)
+  require("moat.config.profile").parse(self, v, cfg)
 end
 
 function M.grants(self, v)
