@@ -535,12 +535,8 @@ static ssize_t read_some(int fd, char *buf, size_t want)
 
 /* system.read_file(path[, max]) -> data | nil, msg[, errno]: the whole of a regular file
  * of at most max bytes (default 1 MiB); a FIFO, device, directory or socket is refused. */
-static int read_whole(lua_State *L, const char *path, lua_Integer max, int *fd)
+static int read_whole(lua_State *L, const char *path, lua_Integer max, int fd, off_t size)
 {
-    off_t size;
-    int nret = open_regular(L, path, max, fd, &size);
-    if (nret)
-        return nret;
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     size_t total = 0;
@@ -549,7 +545,7 @@ static int read_whole(lua_State *L, const char *path, lua_Integer max, int *fd)
         size_t want = (size_t)size > total ? (size_t)size - total + 1 : READ_CHUNK;
         if (want > (size_t)max - total + 1)
             want = (size_t)max - total + 1;
-        ssize_t n = read_some(*fd, luaL_prepbuffsize(&b, want), want);
+        ssize_t n = read_some(fd, luaL_prepbuffsize(&b, want), want);
         if (n < 0)
             return moat_fail(L, lua_pushfstring(L, "read %s", path), errno);
         if (n == 0)
@@ -563,30 +559,38 @@ static int read_whole(lua_State *L, const char *path, lua_Integer max, int *fd)
     return 1;
 }
 
-static int l_read_file(lua_State *L)
+/* Opens the file named by argument 1 with open_regular (limit: argument 2, default def;
+ * required when def < 0), runs body on it and closes it, whatever body returns. */
+static int on_file(lua_State *L, lua_Integer def,
+                   int (*body)(lua_State *, const char *, lua_Integer, int, off_t))
 {
     const char *path = luaL_checkstring(L, 1);
-    lua_Integer max = check_max(L, 2, READ_MAX);
+    lua_Integer max = check_max(L, 2, def);
     int *fd = push_fd(L);
-    int nret = read_whole(L, path, max, fd);
+    off_t size;
+    int nret = open_regular(L, path, max, fd, &size);
+    if (nret == 0)
+        nret = body(L, path, max, *fd, size);
     close_fd(fd);
     return nret;
 }
 
+static int l_read_file(lua_State *L)
+{
+    return on_file(L, READ_MAX, read_whole);
+}
+
 /* system.sha256_file(path, max) -> hex | nil, msg[, errno]: SHA-256 of a regular file of at
  * most max bytes, read in chunks; the same refusals as read_file. */
-static int hash_whole(lua_State *L, const char *path, lua_Integer max, int *fd)
+static int hash_whole(lua_State *L, const char *path, lua_Integer max, int fd, off_t size)
 {
-    off_t size;
-    int nret = open_regular(L, path, max, fd, &size);
-    if (nret)
-        return nret;
+    (void)size;
     crypto_hash_sha256_state st;
     crypto_hash_sha256_init(&st);
     char *chunk = lua_newuserdatauv(L, READ_CHUNK, 0);
     lua_Integer total = 0;
     ssize_t n;
-    while ((n = read_some(*fd, chunk, READ_CHUNK)) > 0) {
+    while ((n = read_some(fd, chunk, READ_CHUNK)) > 0) {
         total += n;
         if (total > max)
             return over_limit(L, path, max);
@@ -602,12 +606,7 @@ static int hash_whole(lua_State *L, const char *path, lua_Integer max, int *fd)
 
 static int l_sha256_file(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
-    lua_Integer max = check_max(L, 2, -1);
-    int *fd = push_fd(L);
-    int nret = hash_whole(L, path, max, fd);
-    close_fd(fd);
-    return nret;
+    return on_file(L, -1, hash_whole);
 }
 
 static int write_all(int fd, const char *data, size_t len)
