@@ -1,8 +1,18 @@
 -- Coroutine scheduler over moat.c.proc: tasks run concurrently, each M.run yields until
 -- its child is done, and one C wait call watches every child at once.
 local C = require "moat.c.proc"
+local signal = require "moat.c.signal"
 
 local M = {}
+
+-- The signals that stop a run: while they are held, each is only recorded, and it wakes waits.
+M.STOPS = { "INT", "TERM", "HUP" }
+-- How long backends have, after a stop signal, to end by themselves before they are killed.
+M.STOP_GRACE_MS = 2000
+
+local _holds = 0
+-- What an interrupted gather raises: { signal = "INT" }.
+local Interrupted = { __tostring = function(e) return "interrupted by SIG" .. e.signal end }
 
 -- A task coroutine -> its scheduler; weak so finished tasks vanish.
 local _sched_of = setmetatable({}, { __mode = "k" })
@@ -65,7 +75,57 @@ local function _new_group(s, n, waiter)
   return { sched = s, left = n, results = {}, finished = n == 0, waiter = waiter }
 end
 
--- Runs ready tasks and waits on children until group g is finished.
+-- Catches INT, TERM and HUP until the returned token is closed (calls nest): from then on
+-- they only wake waits, and stop_signal or the supervisor decides what each means.
+function M.hold_stops()
+  if _holds == 0 then
+    signal.catch(M.STOPS)
+    signal.pending()
+  end
+  _holds = _holds + 1
+  return setmetatable({}, { __close = function(tok)
+    if rawget(tok, "closed") then return end
+    rawset(tok, "closed", true)
+    _holds = _holds - 1
+    if _holds == 0 then signal.restore() end
+  end })
+end
+
+-- Returns the name of a stop signal (INT, TERM, HUP) that arrived since the last call while
+-- stops were held, or nil; the signals it saw are consumed.
+function M.stop_signal()
+  if _holds == 0 then return nil end
+  local found
+  for _, n in ipairs(signal.pending()) do
+    local name = signal.name(n)
+    if not found and (name == "INT" or name == "TERM" or name == "HUP") then found = name end
+  end
+  return found
+end
+
+-- Returns the signal's name when `e` is what an interrupted gather raised, else nil.
+function M.interrupted(e)
+  return getmetatable(e) == Interrupted and e.signal or nil
+end
+
+-- Asks every process in `list` to stop (TERM to its group), gives them the stop grace (cut
+-- short by another stop signal), then kills and reaps whatever is left.
+local function _stop_all(list)
+  for _, p in ipairs(list) do p:kill("TERM") end
+  local deadline = require("moat.c.system").monotonic_ms() + M.STOP_GRACE_MS
+  while true do
+    local left = {}
+    for _, p in ipairs(list) do if not p:done() then left[#left + 1] = p end end
+    local now = require("moat.c.system").monotonic_ms()
+    if #left == 0 or now >= deadline then break end
+    C.wait(left, deadline - now)
+    if M.stop_signal() then break end
+  end
+  for _, p in ipairs(list) do p:close() end
+end
+
+-- Runs ready tasks and waits on children until group g is finished; raises an Interrupted
+-- error when a stop signal arrives.
 local function _loop(s, g)
   while true do
     while #s.ready > 0 and not g.finished do
@@ -82,6 +142,8 @@ local function _loop(s, g)
       s.waiting[p] = nil
       _wake(s, co)
     end
+    local sig = M.stop_signal()
+    if sig then error(setmetatable({ signal = sig }, Interrupted), 0) end
   end
 end
 
@@ -145,6 +207,8 @@ function M.run(argv, opts)
 end
 
 -- gather(fns, { jobs = 8 }) -> array of each function's first return value, in order.
+-- While stops are held (hold_stops), a stop signal ends it: every child is stopped and an
+-- error that M.interrupted recognises is raised.
 -- Inside a task the functions join the running scheduler and share its process limit.
 function M.gather(fns, opts)
   local s, co = _current()
@@ -161,8 +225,12 @@ function M.gather(fns, opts)
   local g = _new_group(s, #fns)
   for i, fn in ipairs(fns) do _add_task(s, g, i, fn) end
   local ok, err = pcall(_loop, s, g)
-  -- Children of tasks that can no longer be resumed are killed and reaped.
-  for p in pairs(s.waiting) do p:close() end
+  -- Children of tasks that can no longer be resumed are killed and reaped (asked first when
+  -- a stop signal ended the gather).
+  local left = {}
+  for p in pairs(s.waiting) do left[#left + 1] = p end
+  if not ok and M.interrupted(err) then _stop_all(left) end
+  for _, p in ipairs(left) do p:close() end
   if not ok then error(err, 0) end
   if g.err ~= nil then error(g.err, 0) end
   return g.results
