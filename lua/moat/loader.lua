@@ -6,10 +6,10 @@ M.dirs = {}       -- ordered list of { dir = "...", kind = "env" | "user" | "sit
 M.origin = {}     -- module name -> { file = path, kind = kind }
 M._builtins = {}  -- module name -> the built-in module loaded beside a shadowing file
 
+-- True when something exists at `path`, without opening it (a FIFO must not block the
+-- search; reading it is refused later by name).
 local function _readable(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
+  return require("lfs").attributes(path, "mode") ~= nil
 end
 
 -- Returns the user configuration directory (XDG_CONFIG_HOME or ~/.config) plus "/moat".

@@ -14,6 +14,8 @@ local M = {}
 
 M.MAX_FILES = 10000     -- a .moat/ tree larger than this is refused rather than hashed
 M.MAX_DEPTH = 32
+M.MAX_FILE = 1024 * 1024         -- bytes of one file under .moat/ that trust hashes
+M.MAX_TOTAL = 10 * 1024 * 1024   -- bytes of all of them: past either, trust refuses, naming it
 
 M._active = nil         -- { real, record } once activate() approved a workspace
 
@@ -39,25 +41,25 @@ function M.record_path(real)
   return dir .. "/" .. sys.sha256(real) .. ".json"
 end
 
+-- Returns the hash recorded for one entry under .moat/ and the bytes it counted | nil, message.
+-- Files are hashed as a stream, capped; nothing is skipped silently.
 local function _hash_entry(path, mode)
   if mode == "link" then
     -- Symlinks are recorded as links, never followed: their target could change silently.
-    return "symlink:" .. sys.sha256(lfs.symlinkattributes(path, "target") or "")
+    return "symlink:" .. sys.sha256(lfs.symlinkattributes(path, "target") or ""), 0
   elseif mode == "file" then
-    local f = io.open(path, "rb")
-    if not f then return "unreadable" end
-    local data = f:read("a") or ""
-    f:close()
-    return sys.sha256(data)
+    local h, err = sys.sha256_file(path, M.MAX_FILE)
+    if not h then return nil, "cannot hash " .. err end
+    return h, lfs.attributes(path, "size") or 0
   end
-  return "special:" .. tostring(mode)
+  return "special:" .. tostring(mode), 0
 end
 
 -- Hashes every file under <real>/.moat/. Returns files = { ["lua/moat/x.lua"] = hex, ... }, count
 -- | nil, message. Missing .moat/ gives an empty map.
 function M.scan(real)
   local root = real .. "/.moat"
-  local files, count = {}, 0
+  local files, count, total = {}, 0, 0
   if lfs.attributes(root, "mode") ~= "directory" then return files, 0 end
   local function walk(dir, rel, depth)
     if depth > M.MAX_DEPTH then return nil, dir .. " is nested too deeply" end
@@ -77,14 +79,19 @@ function M.scan(real)
         if count > M.MAX_FILES then
           return nil, ("%s holds more than %d files"):format(root, M.MAX_FILES)
         end
-        files[r] = _hash_entry(path, mode)
+        local h, n = _hash_entry(path, mode)
+        if not h then return nil, n end
+        files[r], total = h, total + n
+        if total > M.MAX_TOTAL then
+          return nil, ("%s holds more than %d bytes to hash"):format(root, M.MAX_TOTAL)
+        end
       end
     end
     return true
   end
-  local ok, err = pcall(walk, root, "", 0)
-  if not ok then return nil, tostring(err) end
-  if err ~= true then return nil, err end
+  local ok, done, err = pcall(walk, root, "", 0)
+  if not ok then return nil, tostring(done) end
+  if done ~= true then return nil, err end
   return files, count
 end
 
