@@ -395,7 +395,7 @@ end)
 
 describe("ssm.resolve region", function()
   local function answer()
-    return scripted(function(argv)
+    return scripted(function()
       return { code = 0, stderr = "", stdout = json.encode({ Parameters = json.array({ { Name = "/a", Value = "v" } }),
         InvalidParameters = json.array({}) }) }
     end)

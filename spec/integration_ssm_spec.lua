@@ -1,7 +1,8 @@
 -- Integration: the ssm backend through the real pipeline against a moto server started here on
 -- loopback and the real aws CLI (v1), with every aws process counted by a logging wrapper first
--- on PATH. Access-denied, KMS and expired-token texts come from a stand-in `aws`
--- (spec/fixtures/aws-standin/aws) because moto does not produce them.
+-- on PATH. KMS, expired-token and throttling texts come from a stand-in `aws`
+-- (spec/fixtures/aws-standin/aws) because moto does not produce them; access denied against
+-- moto enforcing IAM is spec/integration_ssm_iam_spec.lua.
 local json = require("moat.c.json")
 local moto = require("support.moto")
 local t = require("support.moat")
@@ -40,12 +41,15 @@ local function check(dir, env)
   return code, by_name, stdout, stderr
 end
 
+-- Counts the get-parameters calls per region (the per-name get-parameter calls, if any, apart).
 local function per_region(calls)
   local out = {}
   for _, c in ipairs(calls) do
-    assert.truthy(c.argv:find("^ssm get%-parameters %-%-names "), c.argv)
+    assert.truthy(c.argv:find("^ssm get%-parameters? "), c.argv)
+    if c.argv:find("^ssm get%-parameter ") then goto next end
     local region = c.argv:match("%-%-region (%S+)") or "default"
     out[region] = (out[region] or 0) + 1
+    ::next::
   end
   return out
 end
@@ -134,7 +138,7 @@ describe("ssm against moto", function()
     for i = 1, 12 do assert.equal("eu-" .. i, out.values["EU" .. i]) end
     assert.equal("ap-value", out.values.AP)
     local calls = srv:calls()
-    assert.same({ default = 3, ["eu-west-1"] = 2, ["ap-southeast-2"] = 1 }, per_region(calls))
+    assert.same({ ["us-east-1"] = 3, ["eu-west-1"] = 2, ["ap-southeast-2"] = 1 }, per_region(calls))
     for _, c in ipairs(calls) do
       assert.truthy(#names_in(c) <= 10)
       assert.equal(0, c.code)
@@ -162,9 +166,10 @@ describe("ssm against moto", function()
     assert.equal("version-two", out.values.V2)
     assert.equal("version-one", out.values.PROD)
     for i, v in ipairs(ODD) do assert.equal(v, out.values["ODD" .. i], "ODD" .. i) end
-    -- 14 distinct names, /int/ver at four selectors: four calls, none asking for one parameter twice.
+    -- 14 distinct names (ssm:///x and ssm://us-east-1/x are one name when the environment's region is
+    -- us-east-1), /int/ver at four selectors: four calls, none asking for one parameter twice.
     local calls = srv:calls()
-    assert.same({ default = 4, ["us-east-1"] = 1 }, per_region(calls))
+    assert.same({ ["us-east-1"] = 4 }, per_region(calls))
     for _, c in ipairs(calls) do
       local seen = {}
       for _, n in ipairs(names_in(c)) do
@@ -246,16 +251,16 @@ describe("ssm error mapping", function()
   it("endpoint not reachable", function()
     if not need_moto() then return end
     -- One attempt: the CLI otherwise retries a refused connection for several seconds.
-    expect(srv:env_for({ AWS_ENDPOINT_URL = "http://127.0.0.1:1", AWS_MAX_ATTEMPTS = "1" }), "unavailable",
+    expect(srv:env_for({ AWS_ENDPOINT_URL = "http://127.0.0.1:1", AWS_MAX_ATTEMPTS = "1" }), "network",
       "could not reach SSM", "AWS_ENDPOINT_URL")
   end)
 
   local standin = {
-    { "access_denied", "auth", "denied access", "ssm:GetParameters" },
-    { "kms_denied", "auth", "KMS refused", "kms:Decrypt" },
+    { "access_denied", "permission", "denied access", "grant ssm:GetParameter on" },
+    { "kms_denied", "permission", "KMS refused", "kms:Decrypt" },
     { "expired", "auth", "expired", "aws sso login" },
     { "sso_expired", "auth", "expired", "aws sso login" },
-    { "throttled", "unavailable", "throttled", "retry" },
+    { "throttled", "throttled", "throttled", "retry" },
   }
   for _, c in ipairs(standin) do
     it(c[1] .. " (stand-in aws with the real CLI's text)", function()
@@ -263,7 +268,48 @@ describe("ssm error mapping", function()
       local env = srv:env_for({ PATH = moto.STANDIN_DIR .. ":" .. os.getenv("PATH"), FAKE_AWS_ERROR = c[1] })
       local recs = expect(env, c[2], c[3], c[4])
       assert.is_nil(recs.DB.reason:find("[%c]"))
-      assert.same({ default = 1, ["eu-west-1"] = 1 }, per_region(srv:calls()))
+      assert.same({ ["us-east-1"] = 1, ["eu-west-1"] = 1 }, per_region(srv:calls()))
+      -- Only a denied GetParameters is asked again, name by name.
+      assert.equal(c[1] == "access_denied" and 4 or 2, #srv:calls())
     end)
   end
+
+  it("moat secrets check (without --resolve) says there are no AWS credentials, one sts call", function()
+    if not need_moto() then return end
+    local code, stdout = t.moat({ "secrets", "check", dir },
+      { env = srv:env_for({ AWS_ACCESS_KEY_ID = false, AWS_SECRET_ACCESS_KEY = false }) })
+    assert.equal(69, code)
+    assert.truthy(stdout:find("backend ssm is not usable: no AWS credentials", 1, true), stdout)
+    assert.truthy(stdout:find("fix: run `aws configure`", 1, true), stdout)
+    local calls = srv:calls()
+    assert.equal(1, #calls)
+    assert.truthy(calls[1].argv:find("^sts get%-caller%-identity .*%-%-region us%-east%-1"), calls[1].argv)
+  end)
+end)
+
+describe("ssm region", function()
+  before_each(function() if srv then srv:reset_log() end end)
+
+  it("resolves with only AWS_REGION set, through CLI v1 (which ignores AWS_REGION) given --region", function()
+    if not need_moto() then return end
+    local dir = config({ { "SEC", "ssm:///int/sec" } })
+    local out = resolve(dir, srv:env_for({ AWS_DEFAULT_REGION = false, AWS_REGION = "eu-west-1" }))
+    assert.equal("not_found", out.by_name.SEC.kind)
+    assert.equal("the parameter does not exist in eu-west-1", out.by_name.SEC.reason)
+    out = resolve(dir, srv:env_for({ AWS_DEFAULT_REGION = false, AWS_REGION = "us-east-1" }))
+    assert.is_true(out.ok, out.records[1].reason)
+    assert.equal("secure-value", out.values.SEC)
+    assert.same({ ["us-east-1"] = 1, ["eu-west-1"] = 1 }, per_region(srv:calls()))
+    t.rmtree(dir)
+  end)
+
+  it("leaves the region to the CLI's profile when none is known, and says so", function()
+    if not need_moto() then return end
+    local dir = config({ { "SEC", "ssm:///int/sec" } })
+    local out = resolve(dir, srv:env_for({ AWS_DEFAULT_REGION = false }))
+    assert.equal("invalid", out.by_name.SEC.kind)
+    assert.equal("no AWS region is configured", out.by_name.SEC.reason)
+    assert.same({ default = 1 }, per_region(srv:calls()))
+    t.rmtree(dir)
+  end)
 end)

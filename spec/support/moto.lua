@@ -166,6 +166,44 @@ function Server:seed(params)
   assert(r.code == 0, "seeding moto failed: " .. (r.stderr or ""):sub(-2000))
 end
 
+-- Runs the real aws CLI (no counting wrapper) with the server's environment; returns the
+-- decoded JSON it printed (or true when it printed nothing); raises when it fails.
+function Server:admin(argv)
+  local r = _run({ self.real_aws, table.unpack(argv) }, { env = self:env_for({ PATH = os.getenv("PATH") }),
+    timeout = 120000 })
+  assert(r.code == 0, "aws " .. table.concat(argv, " ") .. " failed: " .. (r.stderr or ""):sub(-2000))
+  if (r.stdout or ""):match("^%s*$") then return true end
+  return assert(json.decode(r.stdout))
+end
+
+-- Creates IAM user `name` (do it before enforce_iam, with the admin's dummy keys) with an inline
+-- policy allowing `actions` (array, none: no policy at all) on every resource, and an access key;
+-- returns the environment overrides that act as that user.
+function Server:iam_user(name, actions)
+  self:admin({ "iam", "create-user", "--user-name", name })
+  if actions and #actions > 0 then
+    local doc = { Version = "2012-10-17", Statement = json.array({
+      { Effect = "Allow", Action = json.array(actions), Resource = "*" } }) }
+    self:admin({ "iam", "put-user-policy", "--user-name", name, "--policy-name", name .. "-policy",
+      "--policy-document", assert(json.encode(doc)) })
+  end
+  local key = self:admin({ "iam", "create-access-key", "--user-name", name }).AccessKey
+  return { AWS_ACCESS_KEY_ID = key.AccessKeyId, AWS_SECRET_ACCESS_KEY = key.SecretAccessKey }
+end
+
+-- Turns IAM enforcement on for this server: from now on moto checks every request's signature
+-- against its IAM users and their policies (moto's /moto-api/reset-auth sets the number of
+-- requests to let through unchecked, INITIAL_NO_AUTH_ACTION_COUNT, to 0).
+function Server:enforce_iam()
+  local py = "import sys, urllib.request as u\n"
+    .. "r = u.Request(sys.argv[1] + '/moto-api/reset-auth', data=b'0', method='POST',"
+    .. " headers={'Content-Type': 'text/plain'})\n"
+    .. "print(u.urlopen(r, timeout=30).read().decode())\n"
+  local r = _run({ "python3", "-c", py, self.url }, { timeout = 60000 })
+  assert(r.code == 0 and (r.stdout or ""):find('"status": "ok"', 1, true),
+    "moto did not turn IAM enforcement on: " .. (r.stdout or "") .. (r.stderr or ""))
+end
+
 -- Returns the aws invocations logged so far: array of { id, argv, start, stop, code }.
 function Server:calls()
   return M.read_log(self.log)
