@@ -18,12 +18,12 @@ MOD_SOS  := $(MODS:%=$(BUILD)/lib/moat/c/%.so)
 
 DEB_PKGS := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted lua-filesystem \
             libyaml-dev libjansson-dev libsodium-dev luarocks lua-check cppcheck \
-            bubblewrap busybox-static docker.io podman runc uidmap clang \
+            bubblewrap slirp4netns busybox-static docker.io podman runc uidmap clang \
             libclang-rt-14-dev valgrind
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all test check bench deps install rock-install clean asan test-asan valgrind fuzz fuzz-replay lint
-all: $(BUILD)/moat $(MOD_SOS)
+all: $(BUILD)/moat $(MOD_SOS) $(BUILD)/moat-init
 
 $(BUILD)/modlist.h: Makefile $(wildcard src/*.c) | $(BUILD)/obj
 	@printf 'MOAT_MOD(%s)\n' $(MODS) > $@.tmp && mv $@.tmp $@
@@ -42,6 +42,13 @@ $(BUILD)/moat: $(BUILD)/obj/main.o $(MOD_OBJS)
 
 $(BUILD)/lib/moat/c/%.so: $(BUILD)/obj/%.o | $(BUILD)/lib/moat/c
 	$(CC) $(LDFLAGS) -shared -o $@ $< $(LDLIBS)
+
+# moat-init, the helper bind-mounted into containers (and wrapped around bwrap): its own
+# program, not a Lua module; static where libc's static archive exists, so that it runs in
+# any image (a dynamic one runs only in images with a compatible libc).
+INIT_STATIC := $(shell printf 'int main(void){return 0;}' | $(CC) -static -x c -o /dev/null - 2>/dev/null && echo -static)
+$(BUILD)/moat-init: init/moat-init.c | $(BUILD)/obj
+	$(CC) -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(INIT_STATIC) -o $@ $<
 
 test: all
 	spec/run
@@ -158,6 +165,7 @@ deps:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moat/lua
 	install -m 0755 $(BUILD)/moat $(DESTDIR)$(PREFIX)/bin/moat
+	install -m 0755 $(BUILD)/moat-init $(DESTDIR)$(PREFIX)/bin/moat-init
 	cd lua && find moat -name '*.lua' -exec install -D -m 0644 {} $(DESTDIR)$(PREFIX)/share/moat/lua/{} \;
 
 # Used by `luarocks make rocks/moat-scm-1.rockspec`: Lua layer to LUADIR, C modules to LIBDIR.
@@ -169,3 +177,4 @@ rock-install: all
 
 clean:
 	rm -rf build build-asan build-fuzz
+	install -D -m 0755 $(BUILD)/moat-init $(BINDIR)/moat-init

@@ -69,8 +69,11 @@ local function env_map(list)
 end
 
 describe("moat.runtime.docker", function()
-  it("builds run --rm --name --label -v -w --env NAME … IMAGE CMD with no value in argv", function()
-    local l = prepare(docker, spec())
+  local REMOTE = { PATH = "/usr/bin:/bin", HOME = "/home/u", DOCKER_HOST = "tcp://10.0.0.5:2376", SECRET_SAUCE = "nope",
+    AWS_SECRET_ACCESS_KEY = "host-key", LANG = "C.UTF-8", TERM = "xterm", HTTPS_PROXY = "http://p:3128" }
+
+  it("with a remote engine, builds run --rm --name --label -v -w --env NAME … IMAGE CMD, no value in argv", function()
+    local l = prepare(docker, spec({ environ = REMOTE }))
     local a = l.argv
     assert.same({ "docker", "run", "--rm", "--name", "moat-20261128T124533.123Z-1a2b3c4d", "--label",
       "moat.run=20261128T124533.123Z-1a2b3c4d" }, { table.unpack(a, 1, 7) })
@@ -92,11 +95,11 @@ describe("moat.runtime.docker", function()
     assert.is_true(l.group)
   end)
 
-  it("puts values only in the client's environ, which keeps what the client needs and drops the rest", function()
-    local e = env_map(prepare(docker, spec()).env)
+  it("with a remote engine, puts values only in the client's environ, which keeps what the client needs", function()
+    local e = env_map(prepare(docker, spec({ environ = REMOTE })).env)
     assert.equal("s3cret value\nline 2", e.TOKEN)
     assert.equal("plain value", e.PLAIN)
-    assert.equal("unix:///x.sock", e.DOCKER_HOST)
+    assert.equal("tcp://10.0.0.5:2376", e.DOCKER_HOST)
     assert.equal("/usr/bin:/bin", e.PATH)
     assert.equal("/home/u", e.HOME)
     assert.equal("http://p:3128", e.HTTPS_PROXY)
@@ -105,7 +108,7 @@ describe("moat.runtime.docker", function()
   end)
 
   it("handles -i, -t, --keep, network, mounts and resource limits", function()
-    local l = prepare(docker, spec({ interactive = true, tty = true, keep = true, network = "none",
+    local l = prepare(docker, spec({ interactive = true, tty = true, keep = true, network = "none", vars = {},
       mounts = { { host = "/data", container = "/data", ro = true }, { host = "/c", container = "/cache" } },
       container = { memory = 512, cpus = 1.5 } }))
     local a = l.argv
@@ -122,9 +125,14 @@ describe("moat.runtime.docker", function()
     assert.same({ "docker", "kill", "--signal", "INT", l.container }, l.signal("INT"))
     assert.same({ "docker", "kill", l.container }, l.cleanup)
     -- -i without a terminal: no -t.
-    a = prepare(docker, spec({ interactive = true, tty = false })).argv
+    a = prepare(docker, spec({ interactive = true, tty = false, vars = {} })).argv
     assert.truthy(index(a, "-i"))
     assert.is_nil(index(a, "-t"))
+    -- network: private is the engine's default network (no --network); host shares the host's.
+    assert.is_nil(index(prepare(docker, spec({ network = "private", vars = {} })).argv, "--network"))
+    assert.is_nil(index(prepare(docker, spec({ vars = {} })).argv, "--network"))
+    a = prepare(docker, spec({ network = "host", vars = {} })).argv
+    assert.equal("host", a[index(a, "--network") + 1])
   end)
 
   it("refuses an image, mount or workspace that could be read as an option", function()
@@ -136,7 +144,7 @@ describe("moat.runtime.docker", function()
   end)
 
   it("serves podman with the same command line", function()
-    local a = prepare(podman, spec({ tini = "/usr/bin/tini-static" })).argv
+    local a = prepare(podman, spec({ tini = "/usr/bin/tini-static", vars = {} })).argv
     assert.equal("podman", a[1])
     assert.equal("--rm", a[3])
     assert.equal("/usr/bin/tini-static", a[index(a, "--init-path") + 1])
@@ -170,30 +178,35 @@ describe("moat.runtime.docker", function()
 end)
 
 describe("moat.runtime.bwrap", function()
-  it("hides moat's home, HOME and the config directory when they live outside /home, /root, /run", function()
-    local mh = os.tmpname()
-    os.remove(mh)
-    mh = "/var" .. mh
-    assert(require("lfs").mkdir(mh))
-    local dirs = bwrap.private_dirs({ MOAT_HOME = mh, HOME = "/root", XDG_CONFIG_HOME = "/usr/share" })
-    assert.same({ mh }, dirs)
+  it("hides the realpaths of moat's home, HOME, the config and site dirs wherever they are", function()
+    local lfs = require("lfs")
+    local base = "/var" .. os.tmpname()
+    os.remove(base:sub(5))
+    assert(lfs.mkdir(base))
+    for _, d in ipairs({ "/opt-moat", "/real-home", "/site" }) do assert(lfs.mkdir(base .. d)) end
+    assert(lfs.link(base .. "/opt-moat", base .. "/link", true))
+    local dirs = bwrap.private_dirs({ MOAT_HOME = base .. "/link", HOME = base .. "/real-home",
+      XDG_CONFIG_HOME = "/root/.config", MOAT_SITE_DIR = base .. "/site" })
+    -- Behind the symlink, the target; /root is hidden already; HOME's default .moat and the
+    -- missing ones are left out.
+    assert.same({ base .. "/opt-moat", base .. "/real-home", base .. "/site" }, dirs)
+    -- One inside another is hidden with it.
+    assert(lfs.mkdir(base .. "/real-home/.moat"))
+    assert.same({ base .. "/real-home" }, bwrap.private_dirs({ HOME = base .. "/real-home", MOAT_SITE_DIR = "/" }))
     local l = prepare(bwrap, { run_id = "r", workspace = "/tmp", command = { "true" }, vars = {}, mounts = {},
-      environ = { MOAT_HOME = mh } })
-    local found = false
-    for i, a in ipairs(l.argv) do
-      if a == "--tmpfs" and l.argv[i + 1] == mh then found = true end
-    end
-    assert.is_true(found)
-    os.remove(mh)
+      environ = { MOAT_HOME = base .. "/link" } })
+    assert.is_true(has_seq(l.argv, { "--tmpfs", base .. "/opt-moat" }))
+    require("support.moat").rmtree(base)
   end)
 
   it("binds the host read-only, the workspace at /workspace, and never uses --setenv", function()
     local l = prepare(bwrap, spec())
     local a = l.argv
     assert.equal("bwrap", a[1])
-    for _, f in ipairs({ "--die-with-parent", "--unshare-all", "--share-net", "--new-session" }) do
+    for _, f in ipairs({ "--die-with-parent", "--unshare-all", "--new-session" }) do
       assert.truthy(index(a, f), f)
     end
+    assert.is_nil(index(a, "--share-net"))
     local b = index(a, "--bind")
     assert.same({ "--bind", "/work/space", "/workspace" }, { a[b], a[b + 1], a[b + 2] })
     assert.equal("/workspace", a[index(a, "--chdir") + 1])
@@ -219,7 +232,28 @@ describe("moat.runtime.bwrap", function()
     assert.is_nil(e.AWS_SECRET_ACCESS_KEY)
   end)
 
-  it("hides homes and /run, keeps the network unless MOAT_NETWORK=none, and keeps the TTY when interactive", function()
+  it("gives the sandbox its own network: private through moat-init and slirp4netns, none, host shared", function()
+    local l = prepare(bwrap, spec({ network = "private", init = "/x/moat-init", slirp = "/y/slirp4netns" }))
+    assert.same({ "/x/moat-init", "--slirp", "/y/slirp4netns", "--", "bwrap" }, { table.unpack(l.argv, 1, 5) })
+    assert.is_nil(index(l.argv, "--share-net"))
+    assert.is_true(l.group)
+    -- The default is private.
+    assert.equal("--slirp", prepare(bwrap, spec({ init = "/x/moat-init", slirp = "/y/s" })).argv[2])
+    l = prepare(bwrap, spec({ network = "none", init = "/x/moat-init", slirp = "/y/s" }))
+    assert.equal("bwrap", l.argv[1])
+    assert.is_nil(index(l.argv, "--share-net"))
+    l = prepare(bwrap, spec({ network = "host" }))
+    assert.equal("bwrap", l.argv[1])
+    assert.truthy(index(l.argv, "--share-net"))
+    -- Without slirp4netns, private falls back to no network at all, and says so.
+    l = prepare(bwrap, spec({ init = "/x/moat-init", slirp = false }))
+    assert.equal("bwrap", l.argv[1])
+    assert.is_nil(index(l.argv, "--share-net"))
+    assert.matches("slirp4netns", l.notes[#l.notes], 1, true)
+    assert.matches("not one bwrap knows", refused(function() prepare(bwrap, spec({ network = "bridge" })) end).message)
+  end)
+
+  it("hides homes and /run and keeps the TTY when interactive", function()
     local a = prepare(bwrap, spec({ network = "none", interactive = true, tty = true })).argv
     assert.is_nil(index(a, "--share-net"))
     assert.is_nil(index(a, "--new-session"))

@@ -3,12 +3,17 @@
 --   name, description, install_hint, uses_image (bool), client (program | false), explicit_only
 --   probe(ctx) -> true | nil, reason         ctx = { run = fn(argv, timeout_ms) -> result|nil, image }
 --   validate(spec) -> true | nil, message[, "not_found"]   once, before any secret is fetched
---   launch(spec, env) -> launch              env = map NAME -> value (nil: argv only, for --dry-run)
--- spec   = { run_id, name, workspace, image, command|nil, interactive, tty, keep, network|nil,
+--   launch(spec, env) -> launch | nil, message   env = map NAME -> value (nil: argv only, for --dry-run);
+--                                            nil when the launch cannot be prepared (nothing has run)
+-- spec   = { run_id, name, workspace, image, command|nil, interactive, tty, keep,
+--            network|nil (nil or "private": outbound only; "none"; "host"; a docker network),
 --            names = {NAME…} (every variable, plain and secret), mounts = { {host, container, ro} },
 --            container = {memory, cpus}, environ = map of moat's environment }
 -- launch = { argv, env = {"K=V"}, cwd|nil, group = bool, stdin = true|nil, notes = {..}|nil,
---            container|nil (name), cleanup = argv|nil (after a forced stop), signal = fn(sig) -> argv|nil }
+--            container|nil (name), cleanup = argv|nil (after a forced stop), signal = fn(sig) -> argv|nil,
+--            companions = { {argv, stdin = string|nil, env = {"K=V"}|nil} }|nil (spawned just before the
+--            client, each in its own group; killed when the client ends), finish = fn()|nil (called
+--            once when the run is over, whatever happened: removes what launch made) }
 local proc = require("moat.proc")
 local text = require("moat.text")
 

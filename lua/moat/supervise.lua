@@ -60,6 +60,41 @@ local function _spawn(launch, maskers)
   })
 end
 
+-- Ends the companions (killed with their groups, reaped) and runs the launch's finish once.
+local function _end_companions(list, launch)
+  for _, c in ipairs(list or {}) do c:close() end
+  if launch.finish and not launch.finished then
+    launch.finished = true
+    pcall(launch.finish)
+  end
+end
+
+-- Spawns the launch's companions ({argv, stdin, env}: helpers that live as long as the run,
+-- such as the feeder of the init shim's FIFO), before the client so that one that cannot
+-- start means nothing ran. Returns the list | nil, message, errno.
+local function _companions(launch)
+  local list = {}
+  for _, c in ipairs(launch.companions or {}) do
+    local p, err, errno = proc.spawn(c.argv, { env = c.env, stdin = c.stdin, stdout = "null",
+      stderr = "inherit", pdeathsig = true })
+    if not p then
+      _end_companions(list, launch)
+      return nil, err, errno
+    end
+    list[#list + 1] = p
+  end
+  return list
+end
+
+-- The processes to wait on: the client and the companions still running.
+local function _live(st)
+  local list = { st.p }
+  for _, c in ipairs(st.companions) do
+    if not c:done() then list[#list + 1] = c end
+  end
+  return list
+end
+
 -- Relays what the client printed since the last call through the maskers.
 local function _relay(st)
   if not (st.maskers.out or st.maskers.err) then return end
@@ -95,7 +130,7 @@ local function _wait(st)
   while not st.p:done() do
     local wait = 1000
     if st.deadline then wait = math.max(1, math.min(wait, st.deadline - _now())) end
-    proc.wait({ st.p }, wait)
+    proc.wait(_live(st), wait)
     _relay(st)
     for _, num in ipairs(signal.pending()) do _on_signal(st, num) end
     if st.deadline and not st.p:done() and _now() >= st.deadline then
@@ -119,17 +154,21 @@ function M.run(launch, opts)
     write_out = opts.stdout or _writer(io.stdout), write_err = opts.stderr or _writer(io.stderr) }
   signal.catch({ "INT", "TERM", "HUP" })
   local started = _now()
-  local p, err, errno = _spawn(launch, st.maskers)
+  local companions, err, errno = _companions(launch)
+  local p
+  if companions then p, err, errno = _spawn(launch, st.maskers) end
   if not p then
+    _end_companions(companions, launch)
     signal.restore()
     return nil, err, errno
   end
-  st.p = p
+  st.p, st.companions = p, companions
   local r = _wait(st)
   _relay(st)
   if st.maskers.out then st.write_out(st.maskers.out:finish()) end
   if st.maskers.err then st.write_err(st.maskers.err:finish()) end
   p:close()
+  _end_companions(companions, launch)
   signal.restore()
   -- A client that died by a signal may leave its container running; remove it by name.
   if not st.forced and launch.cleanup and (r.signal or #st.signals > 0) then _quiet(launch.cleanup, launch.env) end

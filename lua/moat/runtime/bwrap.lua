@@ -1,5 +1,6 @@
--- The bubblewrap runtime: the host's root read-only in new namespaces, the workspace at /workspace,
--- a fresh /tmp, /dev and /proc; values only in the environ it is exec'd with (never --setenv).
+-- The bubblewrap runtime: the host's root read-only in new namespaces (the network's too, but with
+-- network: host), the workspace at /workspace, a fresh /tmp, /dev and /proc, moat's state and the
+-- user's home hidden; values only in the environ it is exec'd with (never --setenv).
 -- The image is ignored: the sandbox runs the host's own programs.
 local proc = require("moat.proc")
 local runtime = require("moat.runtime")
@@ -68,28 +69,40 @@ function M.root_args(root)
   return args
 end
 
--- Top-level directories the sandbox needs to run programs at all; never hidden.
-local SYSTEM = { usr = true, bin = true, sbin = true, lib = true, lib32 = true, lib64 = true, etc = true,
-  opt = true, proc = true, sys = true, dev = true }
+-- Returns the realpath of `d` when it is a directory worth hiding: absolute, not / itself, and
+-- not under a top-level directory that the sandbox already hides or makes fresh.
+local function _private(d)
+  if type(d) ~= "string" or d:sub(1, 1) ~= "/" then return nil end
+  local real = require("moat.c.system").realpath(d)
+  if not real or real == "/" or real:find("[%z\1-\31\127]") then return nil end
+  if require("lfs").attributes(real, "mode") ~= "directory" then return nil end
+  local top = real:match("^/([^/]+)")
+  if M.HIDDEN[top] or FRESH[top] then return nil end
+  return real
+end
 
--- Returns the host directories that hold credentials outside /home, /root, /run and /tmp and
--- must be hidden too: moat's home (its signing key), the user's HOME and config directory.
+-- Returns the realpaths of the host directories that hold moat's state or the user's
+-- credentials, wherever they are (/opt, /srv, behind symlinks): HOME, $MOAT_HOME (default
+-- ~/.moat), $XDG_CONFIG_HOME (default ~/.config) and the site config dir (MOAT_SITE_DIR,
+-- default /etc/moat). Each is hidden under an empty tmpfs; one inside another is left out.
 function M.private_dirs(environ)
-  local lfs = require("lfs")
   environ = environ or {}
   local home = environ.HOME
-  local candidates = { environ.MOAT_HOME or (home and home .. "/.moat"), home, environ.XDG_CONFIG_HOME }
-  local out, seen = {}, {}
-  for _, d in ipairs(candidates) do
-    if type(d) == "string" and d:sub(1, 1) == "/" and not d:find("[%z\1-\31\127]") then
-      d = d:gsub("/+$", "")
-      local top = d:match("^/([^/]+)")
-      if top and not SYSTEM[top] and not M.HIDDEN[top] and top ~= "tmp" and not seen[d]
-          and lfs.attributes(d, "mode") == "directory" then
-        seen[d] = true
-        out[#out + 1] = d
-      end
-    end
+  if home and home:sub(1, 1) ~= "/" then home = nil end
+  local site = environ.MOAT_SITE_DIR
+  if not (site and site:sub(1, 1) == "/") then site = require("moat.loader").site_dir() end
+  local candidates = { home, environ.MOAT_HOME or (home and home .. "/.moat"),
+    environ.XDG_CONFIG_HOME or (home and home .. "/.config"), site }
+  local found = {}
+  for i = 1, 4 do
+    local real = _private(candidates[i])
+    if real then found[#found + 1] = real end
+  end
+  table.sort(found)
+  local out = {}
+  for _, d in ipairs(found) do
+    local last = out[#out]
+    if not (last and (d == last or d:sub(1, #last + 1) == last .. "/")) then out[#out + 1] = d end
   end
   return out
 end
@@ -114,6 +127,10 @@ function M.validate(spec)
     if ok then ok, err = _path("mount", m.container) end
   end
   if not ok then return nil, err end
+  local net = spec.network or "private"
+  if net ~= "private" and net ~= "none" and net ~= "host" then
+    return nil, ("network '%s' is not one bwrap knows (private, none, host)"):format(text.show(net)), "usage"
+  end
   local cmd = (spec.command or { "sh" })[1]
   if not M.findable(cmd, M.DEFAULT_PATH) then
     return nil, cmd .. ": command not found in the sandbox (PATH=" .. M.DEFAULT_PATH .. ")", "not_found"
@@ -121,11 +138,31 @@ function M.validate(spec)
   return true
 end
 
--- Returns the launch for `spec` with `env` (see moat.runtime); validate(spec) has passed.
+-- Returns how the sandbox gets its network: "host" (shared), "none" (its own namespace with
+-- only a loopback) or "private" (its own namespace, outbound through slirp4netns, which never
+-- reaches the host's loopback), and for private the moat-init and slirp4netns paths; private
+-- falls back to none, with a note, when either is missing.
+function M.network(spec)
+  local net = spec.network or "private"
+  if net ~= "private" then return net end
+  local init = spec.init or require("moat.shim").path()
+  local slirp = spec.slirp
+  if slirp == nil then
+    slirp = proc.which("slirp4netns", (spec.environ or {}).PATH or M.DEFAULT_PATH)
+      or proc.which("slirp4netns", M.DEFAULT_PATH)
+  end
+  if init and slirp then return "private", init, slirp end
+  return "none", nil, nil, ("network private needs %s; the sandbox runs with no network at all"
+    .. " (install slirp4netns, or set network: none or host)"):format(init and "slirp4netns" or "moat-init beside moat")
+end
+
+-- Returns the launch for `spec` with `env` (see moat.runtime); validate(spec) has passed. The
+-- sandbox always has its own network namespace but with network: host.
 function M.launch(spec, env)
+  local net, init, slirp, why = M.network(spec)
   local argv = { "bwrap", "--die-with-parent", "--unshare-all" }
   local function add(...) for _, a in ipairs({ ... }) do argv[#argv + 1] = a end end
-  if spec.network ~= "none" then add("--share-net") end
+  if net == "host" then add("--share-net") end
   -- Without a TTY of its own the command gets a new session, so it cannot push input into
   -- moat's terminal (TIOCSTI); an interactive one keeps the terminal as its controlling one.
   if not spec.interactive then add("--new-session") end
@@ -138,9 +175,16 @@ function M.launch(spec, env)
   end
   add("--remount-ro", "/", "--chdir", "/workspace", "--")
   for _, a in ipairs(spec.command or { "sh" }) do add(a) end
+  -- moat-init starts bwrap, attaches slirp4netns to the sandbox before the command runs, and
+  -- ends it with the run.
+  if net == "private" then argv = { init, "--slirp", slirp, "--", table.unpack(argv) } end
   local notes = { "the image is ignored: bwrap runs the host's programs with the host's root read-only" }
   local c = spec.container or {}
   if c.memory or c.cpus then notes[#notes + 1] = "container.memory and container.cpus are not applied by bwrap" end
+  if why then
+    notes[#notes + 1] = why
+    if env then require("moat.ui").warn(why) end
+  end
   return {
     argv = argv,
     env = runtime.environ(spec.environ, M.KEEP, { PATH = M.DEFAULT_PATH, HOME = "/tmp" }, env),

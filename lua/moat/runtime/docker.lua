@@ -1,6 +1,9 @@
--- The docker runtime (also serves podman through M.new("podman")): `<client> run --rm …` with every
--- value only in the client's environ, named by `--env NAME` on its command line.
+-- The docker runtime (also serves podman through M.new("podman")): `<client> run --rm …`. With a
+-- local engine the values go through moat's init shim (moat.shim): none is in the client's
+-- argv or environ, the container's config or the engine's state. With a remote engine
+-- (DOCKER_HOST=tcp://…, ssh://…) they go as `--env NAME`, the value in the client's environ.
 local runtime = require("moat.runtime")
+local shim = require("moat.shim")
 
 local M = {}
 
@@ -89,7 +92,8 @@ local function _options(spec, add)
     add("-i")
     if spec.tty then add("-t") end
   end
-  if spec.network then
+  -- private: the engine's default network (outbound only); none, host or a named network as asked.
+  if spec.network and spec.network ~= "private" then
     err = runtime.bad_arg("network", spec.network)
     if err then return nil, err end
     add("--network", spec.network)
@@ -106,8 +110,43 @@ local function _options(spec, add)
   return true
 end
 
--- Returns the client's argv for `spec` | nil, why when an argument is refused.
-function Runtime:argv(spec)
+-- Says whether `client` talks to an engine on another machine, where a bind mount of moat's
+-- FIFO and shim cannot reach: DOCKER_HOST / CONTAINER_HOST other than unix://, a docker
+-- context other than the default, a podman connection.
+function M.remote(client, environ)
+  environ = environ or {}
+  local host = environ[client == "docker" and "DOCKER_HOST" or "CONTAINER_HOST"]
+  if host and host ~= "" and not host:match("^unix://") then return true end
+  if client == "docker" then
+    local ctx = environ.DOCKER_CONTEXT
+    return ctx ~= nil and ctx ~= "" and ctx ~= "default"
+  end
+  return (environ.CONTAINER_CONNECTION or "") ~= ""
+end
+
+-- Returns how the values of `spec` travel: "shim" (local engine), "env" (--env NAME, remote
+-- engine) or nil (no values at all: the image's entrypoint runs as it is).
+function Runtime:carrier(spec)
+  if #(spec.names or {}) == 0 then return nil end
+  if M.remote(self.name, spec.environ) then return "env" end
+  return "shim"
+end
+
+-- Appends the shim's mounts, entrypoint, image and its arguments; sh = { init, fifo, command }.
+local function _shim_args(spec, sh, add)
+  for _, p in ipairs({ sh.init, sh.fifo }) do
+    local _, err = _path("moat-init path", p)
+    if err then return nil, err end
+  end
+  add("-v", sh.init .. ":" .. shim.INIT .. ":ro", "-v", sh.fifo .. ":" .. shim.FIFO .. ":ro")
+  add("--entrypoint", shim.INIT, spec.image, "--from", shim.FIFO, "--")
+  for _, a in ipairs(sh.command) do add(a) end
+  return true
+end
+
+-- Returns the client's argv for `spec` | nil, why when an argument is refused. `sh` (the
+-- shim's init, fifo and command) is given when the values go through the shim.
+function Runtime:argv(spec, sh)
   local client = self.name
   local argv = { client, "run" }
   local function add(...) for _, a in ipairs({ ... }) do argv[#argv + 1] = a end end
@@ -122,36 +161,94 @@ function Runtime:argv(spec)
   end
   local ok, err = _options(spec, add)
   if not ok then return nil, err end
-  for _, n in ipairs(spec.names or {}) do add("--env", n) end
   err = runtime.bad_arg("image", spec.image or "")
   if err then return nil, err end
+  if sh then
+    ok, err = _shim_args(spec, sh, add)
+    if not ok then return nil, err end
+    return argv
+  end
+  for _, n in ipairs(spec.names or {}) do add("--env", n) end
   add(spec.image)
   for _, a in ipairs(spec.command or {}) do add(a) end
   return argv
 end
 
--- Refuses an image, mount, network or workspace that could be read as an option.
+-- Returns the path of moat-init for `spec` | nil, message.
+local function _init(spec)
+  local p = spec.init or shim.path()
+  if p then return p end
+  return nil, "moat-init is missing beside the moat binary: the values cannot reach the container"
+    .. " without it\n  hint: reinstall moat (make install installs moat-init beside moat)"
+end
+
+-- Refuses an image, mount, network or workspace that could be read as an option, and a run
+-- whose values need the shim when moat-init is missing.
 function Runtime:validate(spec)
   local argv, err = Runtime.argv(self, spec)
   if not argv then return nil, err end
+  if Runtime.carrier(self, spec) == "shim" then
+    local init, ierr = _init(spec)
+    if not init then return nil, ierr, "unavailable" end
+    argv, err = Runtime.argv(self, spec, { init = init, fifo = "/fifo", command = {} })
+    if not argv then return nil, err end
+  end
   return true
 end
 
--- Returns the launch for `spec` with `env` (see moat.runtime): argv, env, cleanup, signal.
+-- Prepares the shim for a run with values `env`: the image's entrypoint and command, the
+-- FIFO, the feeding companion. Returns sh = { init, dir, fifo, command, companion } | nil, message.
+local function _prepare(self, spec, env)
+  local init, err = _init(spec)
+  if not init then return nil, err end
+  local run = spec.run or runtime.run
+  local entry, cmd = shim.image_command(self.name, spec.image, run)
+  if not entry then return nil, cmd end
+  local dir, fifo = shim.fifo(init, spec.environ, run)
+  if not dir then return nil, fifo end
+  return { init = init, dir = dir, fifo = fifo, command = shim.command(entry, cmd, spec.command),
+    companion = { argv = { init, "--feed", fifo }, stdin = shim.records(env), env = {} } }
+end
+
+-- The shim's arguments as a dry run shows them (nothing is inspected or made).
+local function _dry_shim(spec)
+  return { init = spec.init or shim.path() or "moat-init", fifo = "FIFO",
+    command = spec.command or { "(the image's entrypoint and command)" } }
+end
+
+-- Returns the launch for `spec` with `env` (see moat.runtime): argv, env, companions, cleanup,
+-- signal, finish | nil, message when the shim cannot be prepared (nothing has run).
 function Runtime:launch(spec, env)
   local client = self.name
   local name = self.container_name(spec.run_id)
   local tty = spec.interactive and spec.tty
+  local carrier, sh, notes = Runtime.carrier(self, spec), nil, nil
+  if carrier == "shim" and env then
+    local err
+    sh, err = _prepare(self, spec, env)
+    if not sh then return nil, err end
+  elseif carrier == "shim" then
+    sh = _dry_shim(spec)
+    notes = { "values go to the container through moat-init and a FIFO; the image's entrypoint and"
+      .. " command are read at launch" }
+  elseif carrier == "env" then
+    notes = { ("the %s engine is remote: values go as --env NAME, so the engine holds them in the"
+      .. " container's config"):format(client) }
+    if env then require("moat.ui").warn(notes[1]) end
+  end
   return {
-    argv = assert(Runtime.argv(self, spec)),
-    env = M.client_environ(spec.environ, env),
+    argv = assert(Runtime.argv(self, spec, sh)),
+    env = M.client_environ(spec.environ, carrier == "env" and env or nil),
     -- The client must own the terminal to read from it; otherwise it gets its own group.
     group = not tty,
     stdin = spec.interactive and true or nil,
     container = name,
+    companions = sh and sh.companion and { sh.companion } or nil,
+    finish = sh and sh.dir and function() shim.remove(sh.dir, sh.fifo) end or nil,
     cleanup = not spec.keep and { client, "rm", "-f", name } or { client, "kill", name },
     -- With a TTY the client proxies no signals: the daemon delivers them.
     signal = tty and function(sig) return { client, "kill", "--signal", sig, name } end or nil,
+    notes = notes,
   }
 end
 
@@ -168,7 +265,7 @@ function M.new(client)
       or "install podman (Debian: apt-get install podman runc)",
     container_name = Runtime.container_name,
   }
-  for _, f in ipairs({ "probe", "argv", "validate", "launch" }) do
+  for _, f in ipairs({ "probe", "argv", "validate", "launch", "carrier" }) do
     R[f] = function(...) return Runtime[f](R, ...) end
   end
   return R
