@@ -162,3 +162,55 @@ ports: [8080]
     assert.same({}, p.secrets)
   end)
 end)
+
+describe("moat.plan passthrough, optional secrets and defaults", function()
+  it("turns -e NAME into the secret NAME: env://NAME, replacing a config entry; -e NAME=VALUE stays env", function()
+    local p = plan.build(cfg_of([[
+env:
+  MODE: slow
+  HOST_USER: nobody
+secrets:
+  TOKEN: op://v/i/t
+]]), { env = { "HOST_USER", "TOKEN", "NEW_ONE", "MODE=fast" } })
+    assert.same({ { name = "MODE", value = "fast" } }, { { name = p.env[1].name, value = p.env[1].value } })
+    assert.equal(1, #p.env)
+    local s = {}
+    for _, e in ipairs(p.secrets) do s[e.name] = e end
+    assert.same({ "env://TOKEN", "env", "-e" }, { s.TOKEN.ref, s.TOKEN.backend, s.TOKEN.where })
+    assert.same({ var = "HOST_USER" }, s.HOST_USER.parsed)
+    assert.equal("env://NEW_ONE", s.NEW_ONE.ref)
+    assert.equal(3, #p.secrets)
+  end)
+
+  it("refuses -e with a name moat must not set", function()
+    local code, msg = build_fails(cfg_of(""), { env = { "LD_PRELOAD", "9X" } })
+    assert.equal(78, code)
+    assert.matches("-e LD_PRELOAD: the name is reserved", msg, 1, true)
+    assert.matches("-e 9X: the name is not a valid", msg, 1, true)
+  end)
+
+  it("marks optional secrets and defaults, keeping a default's value beside the plan", function()
+    local p, plain = plan.build(cfg_of([[
+secrets:
+  A: {ref: op://v/i/a, optional: true}
+  B: {ref: env://B_VAR, default: "the-default-value"}
+  C: {ref: plain-value, default: "unused"}
+]]))
+    local s = p.secrets
+    assert.is_true(s[1].optional)
+    assert.is_nil(s[1].has_default)
+    assert.is_true(s[2].has_default)
+    assert.is_nil(s[3].has_default)
+    assert.same({ B = "the-default-value", C = "plain-value" }, plain)
+    local enc = require("moat.c.json").encode(p)
+    assert.is_nil(enc:find("the-default-value", 1, true))
+    assert.is_nil(enc:find("plain-value", 1, true))
+  end)
+
+  it("carries each secret's origin from the config (profile, env file)", function()
+    local cfg = assert(config.parse("secrets:\n  A: env://A\nprofiles:\n  p:\n    secrets:\n      B: env://B\n",
+      "moat.yaml", "/work/space", { profile = "p" }))
+    local p = plan.build(cfg)
+    assert.same({ "config", "profile p" }, { p.secrets[1].from, p.secrets[2].from })
+  end)
+end)

@@ -75,6 +75,8 @@ function M.load(cfg, cli, opts)
   for _, e in ipairs(cfg.env) do taken[e.name] = e.where end
   for _, s in ipairs(cfg.secrets) do taken[s.name] = s.where end
   cfg.env_files_used = {}
+  -- A new list: cfg.base.secrets (the file's own, which trust reads) must not grow.
+  cfg.secrets = table.move(cfg.secrets, 1, #cfg.secrets, 1, {})
   for _, f in ipairs(_list(cfg, cli)) do
     local ok, why = _allowed(f, opts.inside)
     local text
