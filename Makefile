@@ -167,6 +167,14 @@ install: all
 	install -m 0755 $(BUILD)/moat $(DESTDIR)$(PREFIX)/bin/moat
 	install -m 0755 $(BUILD)/moat-init $(DESTDIR)$(PREFIX)/bin/moat-init
 	cd lua && find moat -name '*.lua' -exec install -D -m 0644 {} $(DESTDIR)$(PREFIX)/share/moat/lua/{} \;
+	@# The man page and completions come from the installed moat, away from any user or site Lua.
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+	  $(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	m="env MOAT_LUA_PATH= XDG_CONFIG_HOME=/nonexistent MOAT_SITE_DIR=/nonexistent $(DESTDIR)$(PREFIX)/bin/moat" && \
+	  $$m help --man > $(DESTDIR)$(PREFIX)/share/man/man1/moat.1 && \
+	  $$m completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/moat && \
+	  $$m completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_moat && \
+	  $$m completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/moat.fish
 
 # Used by `luarocks make rocks/moat-scm-1.rockspec`: Lua layer to LUADIR, C modules to LIBDIR.
 rock-install: all

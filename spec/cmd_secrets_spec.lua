@@ -128,8 +128,9 @@ secrets:
 ]])
     local code, out, err = t.moat({ "secrets", "check", ws }, { env = env() })
     assert.equal(0, code, err)
-    assert.matches("valid   DB  op  op://v/app/db", out, 1, true)
-    assert.matches("valid   PLAIN  plain  (plain value)", out, 1, true)
+    -- Columns line up: status, name and backend padded to the widest.
+    assert.matches("valid   DB       op     op://v/app/db\n", out, 1, true)
+    assert.matches("valid   PLAIN    plain  (plain value)\n", out, 1, true)
     assert_no_values(VALUES, out, err)
     local log = oplog()
     assert.equal("op --version", log[1].args)
@@ -159,9 +160,9 @@ secrets:
       { env = env() })
     assert.equal(0, code, err)
     for _, name in ipairs({ "DB", "API", "API_AGAIN", "SECOND" }) do
-      assert.matches("ok      " .. name .. "  op  %d+ ms\n", out)
+      assert.matches("ok      " .. name .. (" "):rep(11 - #name) .. "op     %d+ ms\n", out)
     end
-    assert.matches("ok      PLAIN  plain  0 ms", out, 1, true)
+    assert.matches("ok      PLAIN      plain  0 ms", out, 1, true)
     assert_no_values(VALUES, out, err)
     local log = oplog()
     assert.equal(2, #log)
@@ -215,8 +216,8 @@ secrets:
 ]])
     local code, out, err = t.moat({ "secrets", "check", ws, "--resolve" }, { env = env({ FAKE_OP_LEAK = "1" }) })
     assert.equal(69, code)
-    assert.matches("ok      DB  op", out, 1, true)
-    assert.matches("failed  GONE  op  %d+ ms\n        op://v/app/gone: field 'gone' not found in item 'app'", out)
+    assert.matches("ok      DB       op", out, 1, true)
+    assert.matches("failed  GONE     op   %d+ ms\n        op://v/app/gone: field 'gone' not found in item 'app'", out)
     assert.matches("failed  NOVAULT  op", out, 1, true)
     assert.matches("vault 'elsewhere' not found or not accessible", out, 1, true)
     assert.matches("fix: list the vaults you can use with `op vault list`", out, 1, true)
@@ -231,7 +232,7 @@ secrets:
     local code, out, err = t.moat({ "secrets", "check", ws, "--resolve" },
       { env = env({ FAKE_OP_LATENCY_MS = "300" }) })
     assert.equal(0, code, err)
-    assert.matches("ok      API  op2", out, 1, true)
+    assert.matches("ok      API     op2", out, 1, true)
     local log = oplog()
     assert.equal(6, #log)
     -- all three calls (one inject from op, two reads from op2) started before any ended
@@ -263,13 +264,13 @@ secrets:
     local code, out = t.moat({ "secrets", "check", ws, "--resolve", "--timeout", "1" }, { env = env() })
     assert.is_true(os.time() - t0 < 30)
     assert.equal(69, code)
-    assert.matches("failed  SLOW  hang", out, 1, true)
+    assert.matches("failed  SLOW   hang", out, 1, true)
     assert.matches("sleep did not finish within 1 s and was killed [timeout]", out, 1, true)
-    assert.matches("failed  STUCK  held", out, 1, true)
+    assert.matches("failed  STUCK  held ", out, 1, true)
     assert.matches("grandchild did not finish within 1 s", out, 1, true)
-    assert.matches("failed  LOUD  flood", out, 1, true)
+    assert.matches("failed  LOUD   flood", out, 1, true)
     assert.matches("yes printed more than 16 MiB and was killed [output_limit]", out, 1, true)
-    assert.matches("ok      DB  op", out, 1, true)
+    assert.matches("ok      DB     op", out, 1, true)
     -- Killed, the grandchild may take a moment to be gone on a busy machine: look for up to 5 s.
     local survived = true
     for _ = 1, 50 do

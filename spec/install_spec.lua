@@ -22,6 +22,16 @@ describe("installation", function()
     assert.is_true(t.exists(tmp .. "/prefix/share/moat/lua/moat/boot.lua"))
   end)
 
+  it("installs the man page and the bash, zsh and fish completions, made by the installed moat", function()
+    local share = tmp .. "/prefix/share/"
+    local man = t.slurp(share .. "man/man1/moat.1")
+    assert.matches("^%.TH MOAT 1", man)
+    assert.equal(t.slurp(MOAT_ROOT .. "/docs/moat.1"), man)
+    assert.matches("complete %-F _moat", t.slurp(share .. "bash-completion/completions/moat"))
+    assert.matches("^#compdef moat\n", t.slurp(share .. "zsh/site-functions/_moat"))
+    assert.matches("complete %-c moat ", t.slurp(share .. "fish/vendor_completions.d/moat.fish"))
+  end)
+
   it("luarocks make installs the Lua layer and the C modules into a tree", function()
     if not t.which("luarocks") then
       pending(need.missing("luarocks", "make deps installs it"))

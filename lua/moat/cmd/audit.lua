@@ -15,6 +15,17 @@ local SPEC = {
   ["--last"] = "flag", ["--verify"] = "flag", ["--json"] = "flag", ["--all"] = "flag",
   ["--key"] = "value", ["--export"] = "value",
 }
+M.SPEC = SPEC
+
+-- One line of help per SPEC option (moat help audit, the man page and completion read it).
+M.OPTIONS = {
+  { "--last", "the newest run (the default when no RUN is given)" },
+  { "--json", "print the records as JSON lines" },
+  { "--verify", "check the hash chain, the signature and runs.jsonl; exit 1 unless valid" },
+  { "--all", "with --verify: every recorded run" },
+  { "--key FINGERPRINT|FILE", "with --verify: the public key to trust (fingerprint or key file)" },
+  { "--export FILE", "write a portable bundle of the run to FILE" },
+}
 
 -- Fields shown first for each type; any others follow in key order.
 M.order = {

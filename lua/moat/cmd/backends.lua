@@ -7,6 +7,12 @@ local cli = require("moat.cli")
 local M = {}
 
 local SPEC = { ["--json"] = "flag" }
+M.SPEC = SPEC
+
+-- One line of help per SPEC option (moat help backends, the man page and completion read it).
+M.OPTIONS = {
+  { "--json", "print JSON" },
+}
 
 M.PLAIN = { scheme = "plain", kind = "builtin", active = true, usable = true,
   description = "a value without ://, passed through as is (pseudo-backend; warns for sensitive names)" }

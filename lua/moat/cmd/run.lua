@@ -15,6 +15,23 @@ M.SPEC = {
   ["--keep"] = "flag", ["--config"] = "value", ["--trust"] = "flag",
 }
 
+-- One line of help per SPEC option (moat help run, the man page and completion read it).
+M.OPTIONS = {
+  { "--runtime R", "docker, podman, bwrap or host (default: config, MOAT_RUNTIME, auto)" },
+  { "--image I", "container image (wins over the config)" },
+  { "-e, --env NAME[=VALUE]", "extra plain environment variable (repeatable)" },
+  { "--secret NAME=REF", "extra secret reference (repeatable)" },
+  { "--config FILE", "read FILE instead of DIR/moat.yaml" },
+  { "--mask", "mask secret values in the command's output (default: when not a terminal)" },
+  { "--no-mask", "never mask the command's output" },
+  { "--timeout SECONDS", "per backend call (default 60)" },
+  { "--jobs N", "backend processes at once (default 8)" },
+  { "--dry-run", "print the plan and the runtime argv; resolve and launch nothing" },
+  { "--trust", "trust the workspace's config and .moat/ as they are now, then run" },
+  { "-i, --interactive", "attach a TTY" },
+  { "--keep", "do not remove the container afterwards" },
+}
+
 -- Returns the positive number of seconds in `s` | nil.
 function M.seconds(s)
   local n = tonumber(s)
@@ -24,11 +41,9 @@ end
 
 local function _options(ctx, argv)
   local opts, pos, rest = args.parse(argv, M.SPEC)
-  if not opts then cli.usage_error(ctx, pos) end
-  if #pos > 1 then
-    cli.usage_error(ctx, ("moat run takes one DIR; put the command after --: moat run %s -- %s")
-      :format(pos[1], text.quote(table.move(pos, 2, #pos, 1, {}))))
-  end
+  local hint = (not opts or #pos > 1) and args.forgot_dashdash("moat run", argv, M.SPEC)
+  if not opts then cli.usage_error(ctx, pos .. (hint and "; " .. hint or "")) end
+  if #pos > 1 then cli.usage_error(ctx, "moat run takes one DIR; " .. hint) end
   if opts.mask and opts.no_mask then cli.usage_error(ctx, "--mask and --no-mask contradict each other") end
   if opts.timeout then
     opts.timeout = M.seconds(opts.timeout) or cli.usage_error(ctx, "--timeout must be a positive number of seconds")

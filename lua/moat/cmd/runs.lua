@@ -8,6 +8,13 @@ local text = require("moat.text")
 local M = {}
 
 local SPEC = { ["--json"] = "flag", ["--name"] = "value" }
+M.SPEC = SPEC
+
+-- One line of help per SPEC option (moat help runs, the man page and completion read it).
+M.OPTIONS = {
+  { "--name NAME", "only the runs named NAME" },
+  { "--json", "print JSON" },
+}
 
 -- Returns the status text of a run summary: "finished (exit N)", "failed (...)" or "unfinished".
 function M.status(e)

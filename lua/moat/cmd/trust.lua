@@ -11,6 +11,11 @@ local M = {}
 
 M.SPEC = { ["--config"] = "value" }
 
+-- One line of help per SPEC option (moat help trust, the man page and completion read it).
+M.OPTIONS = {
+  { "--config FILE", "the config file to trust instead of DIR/moat.yaml" },
+}
+
 local function _mark(before, key, now, field)
   local was = before and before.record and before.record[field]
   if not was then return "" end

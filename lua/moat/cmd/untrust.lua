@@ -5,9 +5,12 @@ local exit = require("moat.exit")
 
 local M = {}
 
+M.SPEC = {}
+M.OPTIONS = {}
+
 -- Entry point: returns the exit status.
 function M.main(argv, ctx)
-  local opts, pos, rest = args.parse(argv, {})
+  local opts, pos, rest = args.parse(argv, M.SPEC)
   if not opts then cli.usage_error(ctx, pos) end
   if rest or #pos > 1 then cli.usage_error(ctx, "moat untrust takes at most one DIR") end
   local trust = require("moat.trust")
