@@ -51,7 +51,9 @@ local function _message(stderr)
     local m = line:match("^%[ERROR%] %d+/%d+/%d+ %d+:%d+:%d+ (.*)$")
     if m then msgs[#msgs + 1] = m end
   end
-  return #msgs > 0 and table.concat(msgs, "; ") or nil
+  if #msgs > 0 then return table.concat(msgs, "; ") end
+  local text = tostring(stderr or ""):match("^%s*(.-)%s*$")
+  return text ~= "" and text or nil
 end
 
 local function _not_installed()
@@ -59,46 +61,81 @@ local function _not_installed()
     fix = M.INSTALL }
 end
 
-local function _signed_out(msg)
-  msg = msg:lower()
-  return msg:find("not currently signed in", 1, true) or msg:find("account is not signed in", 1, true)
-    or msg:find("no accounts configured", 1, true) or msg:find("session expired", 1, true)
-    or msg:find("authorization prompt dismissed", 1, true) or msg:find("invalid service account token", 1, true)
+-- op's error classes, tried in order: name, kind, stable fragments of its messages (lower
+-- case; any one shows the class, across op 2.x versions and with or without the vault clause),
+-- and the fixed reason and fix built from the reference, never from op's wording.
+M.CLASSES = {
+  { "signed_out", "auth", { "not currently signed in", "not signed in", "account is not signed in",
+      "session expired", "no accounts configured", "authorization prompt dismissed",
+      "invalid service account token", "you are not signed in" },
+    reason = function() return "op is not signed in to a 1Password account" end,
+    fix = function() return M.SIGNIN end },
+  { "no_field", "not_found", { "isn't a field", "is not a field", "no field matched" },
+    reason = function(p) return ("field '%s' not found in item '%s'"):format(p.field or "?", p.item or "?") end,
+    fix = function(p)
+      return ("list the item's fields with `op item get '%s' --vault '%s'`")
+        :format(p.item or "ITEM", p.vault or "VAULT")
+    end },
+  { "no_item", "not_found", { "isn't an item", "is not an item", "no item found", "no item matched" },
+    reason = function(p) return ("item '%s' not found in vault '%s'"):format(p.item or "?", p.vault or "?") end,
+    fix = function(p)
+      return ("check the item name with `op item get '%s' --vault '%s'` (or `op item list --vault '%s'`)")
+        :format(p.item or "ITEM", p.vault or "VAULT", p.vault or "VAULT")
+    end },
+  { "no_vault", "not_found", { "isn't a vault", "is not a vault", "doesn't seem to be a vault", "no vault matched",
+      "vault not found" },
+    reason = function(p) return ("vault '%s' not found or not accessible"):format(p.vault or "?") end,
+    fix = function()
+      return "list the vaults you can use with `op vault list` (a service account sees only the vaults it was granted)"
+    end },
+  { "forbidden", "permission", { "forbidden", "you do not have permission", "(403)", "access denied" },
+    reason = function() return "1Password refused access to this item" end,
+    fix = function() return "ask for access to the vault, or use an account or service account that has it" end },
+  { "throttled", "throttled", { "too many requests", "rate limit", "(429)" },
+    reason = function() return "1Password throttled the requests" end,
+    fix = function() return "retry later or lower --jobs" end },
+  { "network", "network", { "connection refused", "connection reset", "no such host", "dial tcp", "i/o timeout",
+      "network is unreachable", "tls handshake timeout", "could not connect", "couldn't connect",
+      "failed to connect", "temporary failure in name resolution" },
+    reason = function() return "op could not reach 1Password" end,
+    fix = function() return "check the network connection (and any proxy), then try again" end },
+}
+
+-- Takes op's message; returns its class entry | nil.
+function M.class_of(msg)
+  msg = tostring(msg or ""):lower()
+  for _, c in ipairs(M.CLASSES) do
+    for _, frag in ipairs(c[3]) do
+      if msg:find(frag, 1, true) then return c end
+    end
+  end
+  return nil
 end
 
--- Maps op's stderr for reference `req` to a failure { kind, reason, fix }.
+local function _signed_out(msg)
+  local c = M.class_of(msg)
+  return c and c[1] == "signed_out"
+end
+
+-- Takes text; returns it with its quoted stretches ('…', "…") elided: an unrecognised message
+-- may quote the value op failed on.
+local function _elide(text)
+  return require("moat.awscli").elide(text)
+end
+
+-- Maps op's stderr for reference `req` to a failure { kind, reason, fix }: a recognised message
+-- to fixed text, anything else through ctx.sanitize with its quoted strings elided.
 function M.map_error(stderr, req, code, ctx)
-  local p = req.parsed or {}
+  local p = req.parsed or M.parse(req.ref) or {}
   local msg = _message(stderr)
   if not msg then
     return { kind = "backend_error", reason = ("op exited with status %s without an error message")
       :format(tostring(code)), fix = ("run `op read --no-newline '%s'` yourself to see what happens"):format(req.ref) }
   end
-  if _signed_out(msg) then
-    return { kind = "auth", reason = "op is not signed in to a 1Password account", fix = M.SIGNIN }
-  end
-  local field, fitem = msg:match('"([^"]*)" isn\'t a field in the "([^"]*)" item')
-  if field then
-    return { kind = "not_found", reason = ("field '%s' not found in item '%s'"):format(field, fitem),
-      fix = ("list the item's fields with `op item get '%s' --vault '%s'`"):format(fitem, p.vault or "VAULT") }
-  end
-  local item, vault = msg:match('"([^"]*)" isn\'t an item in the "([^"]*)" vault')
-  if not item then
-    item = msg:match('"([^"]*)" isn\'t an item in any vault')
-    vault = p.vault
-  end
-  if item then
-    return { kind = "not_found", reason = ("item '%s' not found in vault '%s'"):format(item, vault or "?"),
-      fix = ("check the item name with `op item get '%s' --vault '%s'` (or `op item list --vault '%s'`)")
-        :format(item, vault or "VAULT", vault or "VAULT") }
-  end
-  local v = msg:match('"([^"]*)" isn\'t a vault in this account')
-    or msg:match('"([^"]*)" doesn\'t seem to be a vault in this account')
-  if v or msg:lower():find("vault", 1, true) and (msg:find("not found") or msg:find("access")) then
-    return { kind = "not_found", reason = ("vault '%s' not found or not accessible"):format(v or p.vault or "?"),
-      fix = "list the vaults you can use with `op vault list` (a service account sees only the vaults it was granted)" }
-  end
-  return { kind = "backend_error", reason = "op failed: " .. ctx.sanitize(msg),
+  local c = M.class_of(msg)
+  if c then return { kind = c[2], reason = c.reason(p), fix = c.fix(p) } end
+  local said = _elide((ctx.sanitize or tostring)(msg))
+  return { kind = "backend_error", reason = "op failed: " .. said,
     fix = ("run `op read --no-newline '%s'` yourself to see the full error"):format(req.ref) }
 end
 
@@ -127,13 +164,24 @@ local function _split(out, requests, nonce)
   return values
 end
 
+-- Returns the failure of a run that did not end normally | nil. A run that timed out only
+-- because something op started (in a session of its own, out of reach of the group kill) held
+-- its output after op itself exited 0 is not one: what op printed is what it delivered.
+local function _cut(r, ctx)
+  if r.timed_out and r.code == 0 and not r.signal then
+    ctx.log("op exited 0 but a process it started held its output open until the timeout; using what op printed")
+    return nil
+  end
+  return ctx.run_failure(r, "op")
+end
+
 local function _read_one(req, ctx)
   local r, _, errno = ctx.run({ "op", "read", "--no-newline", req.ref })
   if not r then
     if errno == 2 then return ctx.fail(req, _not_installed()) end
     return ctx.fail(req, { kind = "unavailable", reason = "op cannot be started", fix = M.INSTALL })
   end
-  local f = ctx.run_failure(r, "op")
+  local f = _cut(r, ctx)
   if f then return ctx.fail(req, f) end
   if r.code == 0 then return ctx.ok(req, r.stdout) end
   return ctx.fail(req, M.map_error(r.stderr, req, r.code, ctx))
@@ -151,7 +199,7 @@ function M.resolve(requests, ctx)
     for _, req in ipairs(requests) do ctx.fail(req, f) end
     return
   end
-  local f = ctx.run_failure(r, "op")
+  local f = _cut(r, ctx)
   if f and f.kind == "timeout" then
     for _, req in ipairs(requests) do ctx.fail(req, f) end
     return
