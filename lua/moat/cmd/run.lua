@@ -13,13 +13,17 @@ M.SPEC = {
   ["--secret"] = "list", ["--mask"] = "flag", ["--no-mask"] = "flag", ["--timeout"] = "value",
   ["--jobs"] = "value", ["--dry-run"] = "flag", ["--interactive"] = "flag", ["-i"] = "--interactive",
   ["--keep"] = "flag", ["--config"] = "value", ["--trust"] = "flag",
+  ["--profile"] = "value", ["--env-file"] = "list", ["--name"] = "value",
 }
 
 -- One line of help per SPEC option (moat help run, the man page and completion read it).
 M.OPTIONS = {
   { "--runtime R", "docker, podman, bwrap or host (default: config, MOAT_RUNTIME, auto)" },
   { "--image I", "container image (wins over the config)" },
-  { "-e, --env NAME[=VALUE]", "extra plain environment variable (repeatable)" },
+  { "-e, --env NAME[=VALUE]", "extra plain environment variable; NAME alone passes the host's NAME (repeatable)" },
+  { "--profile P", "merge profile P of the config over its base (default: MOAT_PROFILE)" },
+  { "--env-file FILE", "read secrets and values from a dotenv file (repeatable)" },
+  { "--name N", "the run's name (wins over the config's name)" },
   { "--secret NAME=REF", "extra secret reference (repeatable)" },
   { "--config FILE", "read FILE instead of DIR/moat.yaml" },
   { "--mask", "mask secret values in the command's output (default: when not a terminal)" },
@@ -59,6 +63,9 @@ local function _options(ctx, argv)
       cli.usage_error(ctx, "--image " .. (why or "must be a non-empty image reference without spaces"))
     end
   end
+  if opts.name and not opts.name:match("^[A-Za-z0-9][A-Za-z0-9_.-]*$") then
+    cli.usage_error(ctx, "--name must be letters, digits, '.', '_' or '-' (it names the container)")
+  end
   if rest and #rest == 0 then cli.usage_error(ctx, "nothing after --: name the command to run") end
   for _, a in ipairs(rest or {}) do
     if a:find("%z") then cli.usage_error(ctx, "command arguments must not contain NUL bytes") end
@@ -72,6 +79,7 @@ local function _dry_run(s)
   local out = {}
   local function put(...) out[#out + 1] = table.concat({ ... }) end
   put("runtime: ", rt.name, " (", s.how, ")")
+  if s.cfg.profile then put("profile: ", s.cfg.profile) end
   put("image: ", p.image, rt.uses_image == false and ("  (ignored by " .. rt.name .. ")") or "")
   put("workspace: ", p.workspace, " -> /workspace")
   put("command: ", p.command and text.quote(p.command) or "(the image's default)")
@@ -79,7 +87,8 @@ local function _dry_run(s)
   if launch.cwd then put("cwd: ", launch.cwd) end
   for _, e in ipairs(p.env) do put("env: ", e.name) end
   for _, e in ipairs(p.secrets) do
-    put("secret: ", e.name, "  ", e.backend, "  ", e.plain and "(plain value)" or text.show(e.ref))
+    put("secret: ", e.name, "  ", e.backend, "  ", e.plain and "(plain value)" or text.show(e.ref),
+      e.optional and "  (optional)" or e.has_default and "  (default if not found)" or "")
   end
   for _, n in ipairs(launch.notes or {}) do put("note: ", n) end
   for _, n in ipairs(s.notes or {}) do put("note: ", n) end
@@ -98,11 +107,14 @@ end
 -- Entry point: returns the exit status.
 function M.main(argv, ctx)
   local opts, dir, command = _options(ctx, argv)
+  -- From here to the end INT, TERM and HUP are handled: they stop backends or are forwarded.
+  local _stops <close> = require("moat.proc").hold_stops()
   local s, err, kind = session.open({
     dir = dir, config = opts.config, secrets = opts.secret, env = opts.env, runtime = opts.runtime,
     image = opts.image, command = command, interactive = opts.interactive, keep = opts.keep,
     jobs = opts.jobs, timeout = opts.timeout, version = ctx.version, launch = true, trust = opts.trust,
-    audit = not opts.dry_run, dry_run = opts.dry_run, purpose = "run",
+    audit = not opts.dry_run, dry_run = opts.dry_run, purpose = "run", name = opts.name, env_files = opts.env_file,
+    profile = require("moat.config").chosen_profile(opts.profile, require("moat.c.system").environ()),
   })
   if not s then exit.fail_kind(err, kind) end
   if opts.dry_run then return _dry_run(s) end

@@ -161,6 +161,12 @@ end
 M.NETWORKS = { private = true, none = true, host = true }
 
 function M.network(self, v, cfg)
+  if v.kind == "map" then
+    -- The upstream moat's network policy (allowed hosts through its proxy) is not implemented.
+    self:warn(v, "network as a mapping (the upstream moat's network policy) is not implemented here; ignored"
+      .. " (network: private, none or host)")
+    return
+  end
   local s = self:string(v, "network")
   if s and not M.NETWORKS[s] then
     self:at(v, ("network '%s' is not one of private, none, host"):format(s))
