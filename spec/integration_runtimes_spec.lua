@@ -50,6 +50,7 @@ local runtimes = {
         handle = d, stop = function() dockerd.stop(d) end,
         args = { "--runtime", "docker", "--image", dockerd.IMAGE },
         env = { DOCKER_HOST = d.host, MOAT_NETWORK = "none" },
+        root = d.dir, client = d.docker,
         left = function()
           local r = d.docker({ "ps", "-aq", "--filter", "label=moat.run" })
           assert.equal(0, r.code, r.stderr)
@@ -67,6 +68,7 @@ local runtimes = {
         handle = p, stop = function() podman.stop(p) end,
         args = { "--runtime", "podman", "--image", podman.IMAGE },
         env = { CONTAINERS_CONF = p.env.CONTAINERS_CONF, CONTAINERS_STORAGE_CONF = p.env.CONTAINERS_STORAGE_CONF },
+        root = p.dir, client = p.podman,
         left = function()
           local r = p.podman({ "ps", "-aq", "--filter", "label=moat.run" })
           assert.equal(0, r.code, r.stderr)
@@ -179,7 +181,9 @@ for _, rt in ipairs(runtimes) do
       assert.matches("runtime: " .. rt.name, out, 1, true)
       assert.matches("secret: MULTI  env  env://T_MULTI", out, 1, true)
       if rt.name ~= "bwrap" then
-        assert.matches("--env MULTI --env", out, 1, true)
+        -- A local engine gets the values through moat's init shim, never as --env.
+        assert.matches("--entrypoint /.moat/init", out, 1, true)
+        assert.is_nil(out:find("--env", 1, true))
       end
       for _, v in pairs(VALUES) do
         assert.is_nil(out:find(v, 1, true))
@@ -230,7 +234,7 @@ for _, rt in ipairs(runtimes) do
         assert.is_nil(out:find(v, 1, true))
         assert.is_nil(err:find(v, 1, true))
       end
-      assert.is_nil(out:find(sys.base64(VALUES.T_TOKEN), 1, true))
+      assert.is_nil(out:find(sys.base64_encode(VALUES.T_TOKEN), 1, true))
       assert.is_nil(out:find("line two with  spaces", 1, true))
       assert.matches("whole:<concealed by moat>", out, 1, true)
       assert.matches("err:<concealed by moat>", err, 1, true)
@@ -252,6 +256,82 @@ for _, rt in ipairs(runtimes) do
       assert.equal(#data, #out)
       assert.is_true(data == out)
     end)
+
+    -- Engines only: the values go through moat's init shim and a FIFO (SECURITY 19).
+    local NEEDLES = { VALUES.T_TOKEN, VALUES.T_UTF, VALUES.T_SPACES, "line two with  spaces", "a plain value: 1.0" }
+
+    -- Says where a needle shows: `inspect` of the running containers, files under the engine's root.
+    local function engine_holds()
+      local found = {}
+      local ids = r.client({ "ps", "-aq", "--filter", "label=moat.run" }).stdout
+      for id in ids:gmatch("%S+") do
+        local out = r.client({ "inspect", id }).stdout
+        for _, n in ipairs(NEEDLES) do
+          if out:find(n, 1, true) then found[#found + 1] = "inspect " .. id .. ": " .. n end
+        end
+      end
+      local grep = { "grep", "-r", "-l", "-a", "-s", "-F", "-D", "skip" }
+      for _, n in ipairs(NEEDLES) do grep[#grep + 1] = "-e"; grep[#grep + 1] = n end
+      grep[#grep + 1] = r.root
+      local g = t.exec(grep)
+      if g.stdout ~= "" then found[#found + 1] = "files: " .. g.stdout end
+      return found, ids
+    end
+
+    -- Starts moat in the background and waits until the command has touched /workspace/ready.
+    local function started(extra, command)
+      local p = assert(proc.spawn({ _G.MOAT_BIN, table.unpack(argv(extra, command)) },
+        { env = t.env(env()), stdout = "pipe", stderr = "pipe", timeout = 120000 }))
+      local deadline = sys.monotonic_ms() + 60000
+      while not exists(ws .. "/ready") and not p:done() and sys.monotonic_ms() < deadline do proc.wait({ p }, 100) end
+      assert.is_true(exists(ws .. "/ready"), "the command never started: " .. tostring((p:result() or {}).stderr))
+      return p
+    end
+
+    if rt.name ~= "bwrap" then
+      it("keeps every value out of inspect and the engine's files, during the run and after it", function()
+        if not r then pending(need.missing(rt.name, why)) return end
+        local script = 'for v in MULTI SPACES UTF TOKEN PLAIN; do'
+          .. ' eval "printf %s \\"\\$$v\\"" > /workspace/out.$v; done;'
+          .. ' touch /workspace/ready; sleep 3'
+        for _, keep in ipairs({ false, true }) do
+          t.rmtree(ws .. "/ready")
+          local p = started(keep and { "--keep" } or {}, { "sh", "-c", script })
+          local during, ids = engine_holds()
+          assert.matches("%x", ids)
+          assert.same({}, during)
+          while not p:done() do proc.wait({ p }, 1000) end
+          local res = p:result()
+          assert.equal(0, res.code, res.stderr)
+          for k, v in pairs({ MULTI = VALUES.T_MULTI, SPACES = VALUES.T_SPACES, UTF = VALUES.T_UTF }) do
+            assert.equal(v, read(ws .. "/out." .. k))
+          end
+          assert.equal("a plain value: 1.0", read(ws .. "/out.PLAIN"))
+          -- With --keep the stopped container's config stays on disk: it holds no value either.
+          assert.same({}, (engine_holds()))
+          if keep then r.client({ "rm", "-f", (r.left():match("%S+")) }) end
+          assert.equal("", r.left())
+        end
+      end)
+
+      it("runs the command under the init through the shim: orphans reaped, TERM forwarded, status kept", function()
+        if not r then pending(need.missing(rt.name, why)) return end
+        local script = 'trap "echo term > /workspace/term; exit 7" TERM; sh -c "sleep 0.2 &"; sleep 1;'
+          .. ' echo $$ > /workspace/pid; cat /proc/1/cmdline > /workspace/init;'
+          .. ' cat /proc/[0-9]*/stat > /workspace/stats 2>/dev/null; touch /workspace/ready;'
+          .. ' while :; do sleep 0.2; done'
+        local p = started({}, { "sh", "-c", script })
+        assert.not_equal("1", read(ws .. "/pid"):match("%d+"))
+        assert.matches("init", read(ws .. "/init"), 1, true)
+        assert.is_nil(read(ws .. "/stats"):find(") Z ", 1, true), "a zombie was left unreaped")
+        assert.is_true(p:kill("TERM"))
+        while not p:done() do proc.wait({ p }, 1000) end
+        local res = p:result()
+        assert.equal(7, res.code, res.stderr)
+        assert.equal("term\n", read(ws .. "/term"))
+        assert.equal("", r.left())
+      end)
+    end
 
     it("launches nothing and exits 69 when a secret cannot be resolved", function()
       if not r then pending(need.missing(rt.name, why)) return end
