@@ -45,9 +45,10 @@ end
 
 local function _options(ctx, argv)
   local opts, pos, rest = args.parse(argv, M.SPEC)
-  local hint = (not opts or #pos > 1) and args.forgot_dashdash("moat run", argv, M.SPEC)
+  local hint = (not opts or #pos > 1 or #pos == 1 and not rest) and args.forgot_dashdash("moat run", argv, M.SPEC)
   if not opts then cli.usage_error(ctx, pos .. (hint and "; " .. hint or "")) end
   if #pos > 1 then cli.usage_error(ctx, "moat run takes one DIR; " .. hint) end
+  if hint then cli.usage_error(ctx, text.show(pos[1]) .. " is not a directory; " .. hint) end
   if opts.mask and opts.no_mask then cli.usage_error(ctx, "--mask and --no-mask contradict each other") end
   if opts.timeout then
     opts.timeout = M.seconds(opts.timeout) or cli.usage_error(ctx, "--timeout must be a positive number of seconds")
@@ -108,7 +109,7 @@ end
 function M.main(argv, ctx)
   local opts, dir, command = _options(ctx, argv)
   -- From here to the end INT, TERM and HUP are handled: they stop backends or are forwarded.
-  local _stops <close> = require("moat.proc").hold_stops()
+  local _stops <close> = require("moat.proc").hold_stops() -- luacheck: ignore 211 (held for its <close>)
   local s, err, kind = session.open({
     dir = dir, config = opts.config, secrets = opts.secret, env = opts.env, runtime = opts.runtime,
     image = opts.image, command = command, interactive = opts.interactive, keep = opts.keep,
