@@ -162,45 +162,52 @@ M.CLASSES = {
     reason = function() return "no AWS credentials: the aws CLI found none" end,
     fix = function()
       return "run `aws configure`, set AWS_PROFILE to a configured profile, or run `aws sso login`"
-    end },
+    end,
+  },
   { "expired", "auth", { "(ExpiredTokenException)", "(ExpiredToken)", "<Code>ExpiredToken",
       "security token included in the request is expired", { "SSO", "expired" }, "Token has expired" },
     global = true, reason = function() return "the AWS session token has expired" end,
     fix = function()
       return "run `aws sso login` (with the same AWS_PROFILE) or refresh the temporary credentials"
-    end },
+    end,
+  },
   { "kms", "permission", { "(KMSAccessDenied", { "KMS", "AccessDenied" }, "kms:Decrypt", "(DecryptionFailure)",
       "ciphertext refers to a customer master key" },
     reason = function(svc) return "KMS refused to decrypt " .. (svc.encrypted or svc.noun) end,
     fix = function(svc)
       return "grant kms:Decrypt on " .. svc.noun .. "'s KMS key to this identity (IAM policy or key policy)"
-    end },
+    end,
+  },
   { "denied", "permission", { "(AccessDeniedException)", "(AccessDenied)", "<Code>AccessDenied",
       "is not authorized to perform" },
     reason = function(svc, region) return "AWS denied access to " .. svc.noun .. " " .. M.where(region) end,
     fix = function(svc)
       return "grant " .. svc.grant .. " on " .. svc.noun .. " to this identity in its IAM policy"
         .. " (see `aws sts get-caller-identity` for which identity that is)"
-    end },
+    end,
+  },
   { "rejected", "auth", { "(InvalidSignatureException)", "(UnrecognizedClientException)", "(InvalidClientTokenId)",
       "(SignatureDoesNotMatch)", "<Code>InvalidClientTokenId", "<Code>SignatureDoesNotMatch",
       "security token included in the request is invalid" }, global = true,
     reason = function() return "AWS rejected the credentials" end,
     fix = function()
       return "check AWS_PROFILE / AWS_ACCESS_KEY_ID / the secret key and run `aws sts get-caller-identity`"
-    end },
+    end,
+  },
   { "unreachable", "network", { "Could not connect to the endpoint URL", "Connect timeout on endpoint URL",
       "Read timeout on endpoint URL", "EndpointConnectionError" }, global = true,
     reason = function(svc, region) return "the aws CLI could not reach " .. svc.service .. " " .. M.where(region) end,
     fix = function(svc)
       return "check the region (" .. svc.ref .. ", AWS_REGION or AWS_DEFAULT_REGION), the network, "
         .. "and AWS_ENDPOINT_URL if it is set"
-    end },
+    end,
+  },
   { "no_region", "invalid", { "You must specify a region", "NoRegionError" }, global = true,
     reason = function() return "no AWS region is configured" end,
     fix = function(svc)
       return "write the region in the reference (" .. svc.example .. ") or set AWS_REGION / `aws configure`"
-    end },
+    end,
+  },
   { "throttled", "throttled", { "(ThrottlingException)", "(Throttling)", "(TooManyRequestsException)",
       "Rate exceeded" }, global = true,
     reason = function(svc) return svc.service .. " throttled the request" end,

@@ -75,19 +75,22 @@ M.CLASSES = {
     fix = function(p)
       return ("list the item's fields with `op item get '%s' --vault '%s'`")
         :format(p.item or "ITEM", p.vault or "VAULT")
-    end },
+    end,
+  },
   { "no_item", "not_found", { "isn't an item", "is not an item", "no item found", "no item matched" },
     reason = function(p) return ("item '%s' not found in vault '%s'"):format(p.item or "?", p.vault or "?") end,
     fix = function(p)
       return ("check the item name with `op item get '%s' --vault '%s'` (or `op item list --vault '%s'`)")
         :format(p.item or "ITEM", p.vault or "VAULT", p.vault or "VAULT")
-    end },
+    end,
+  },
   { "no_vault", "not_found", { "isn't a vault", "is not a vault", "doesn't seem to be a vault", "no vault matched",
       "vault not found" },
     reason = function(p) return ("vault '%s' not found or not accessible"):format(p.vault or "?") end,
     fix = function()
       return "list the vaults you can use with `op vault list` (a service account sees only the vaults it was granted)"
-    end },
+    end,
+  },
   { "forbidden", "permission", { "forbidden", "you do not have permission", "(403)", "access denied" },
     reason = function() return "1Password refused access to this item" end,
     fix = function() return "ask for access to the vault, or use an account or service account that has it" end },
