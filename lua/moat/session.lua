@@ -73,6 +73,12 @@ local function _stopped()
   return require("moat.proc").stop_signal()
 end
 
+-- Returns MOAT_GRACE_MS (ms a command has after a forwarded TERM or HUP) when set, else nil.
+local function _grace(s)
+  local n = math.tointeger(tonumber(s.environ.MOAT_GRACE_MS or ""))
+  return n and n >= 0 and n or nil
+end
+
 -- Returns MOAT_NETWORK's network (none, host, a docker network) | nil, message.
 local function _network(environ)
   local v = environ.MOAT_NETWORK
@@ -291,10 +297,16 @@ function M.run(s, hooks)
     if launch.finish then launch.finish() end
     return _fail(s, { outcome = "failed", kind = "audit", exit = exit.IOERR }, err, "audit")
   end
+  -- A stop signal that came after the backends ended still means that nothing runs.
+  local sig = _stopped()
+  if sig then
+    if launch.finish then launch.finish() end
+    return M.interrupted(s, sig)
+  end
   io.stdout:flush()
   local r, serr, errno = require("moat.supervise").run(launch, {
     mask = _mask_values(s), mask_stdout = hooks.mask_stdout, mask_stderr = hooks.mask_stderr,
-    on_signal = hooks.on_signal,
+    on_signal = hooks.on_signal, grace_ms = _grace(s), reaper = true,
   })
   if not r then
     -- Only the host runtime execs the command itself; for it, behave like a shell.

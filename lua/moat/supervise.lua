@@ -57,6 +57,8 @@ local function _spawn(launch, maskers)
     env = launch.env, cwd = launch.cwd, stdin = launch.stdin,
     stdout = maskers.out and "pipe" or "inherit", stderr = maskers.err and "pipe" or "inherit",
     stream = stream, cap = stream and M.CAP or nil, group = launch.group ~= false,
+    -- If moat dies without cleaning up (SIGKILL, a crash), the client dies with it.
+    pdeathsig = true,
   })
 end
 
@@ -86,6 +88,22 @@ local function _companions(launch)
   return list
 end
 
+-- Starts the reaper (with opts.reaper, see moat.reaper), the companions, then the client: one
+-- that cannot start means nothing ran. Returns true | nil, message, errno.
+local function _start(st)
+  local err, errno
+  if st.opts.reaper then
+    st.reaper, err, errno = require("moat.reaper").start(st.launch)
+    if not st.reaper then return nil, "cannot start moat's reaper: " .. tostring(err), errno end
+  end
+  st.companions, err, errno = _companions(st.launch)
+  if st.companions then st.p, err, errno = _spawn(st.launch, st.maskers) end
+  if st.p then return true end
+  _end_companions(st.companions, st.launch)
+  if st.reaper then st.reaper:close() end
+  return nil, err, errno
+end
+
 -- The processes to wait on: the client and the companions still running.
 local function _live(st)
   local list = { st.p }
@@ -113,11 +131,31 @@ local function _force(st)
   st.deadline = _now() + M.LINGER_MS
 end
 
+-- True once the client itself has ended and was reaped (it is no longer moat's child), while
+-- pipes it shared may still be open.
+local function _exited(p)
+  local f = io.open("/proc/" .. p:pid() .. "/stat", "rb")
+  if not f then return true end
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match("%) %S+ (%d+)")) ~= require("moat.c.system").getpid()
+end
+
+-- Once the client has ended, a process that left its group (setsid) may hold its pipes for
+-- ever: they are waited on for LINGER_MS more, then closed.
+local function _linger(st)
+  if st.lingering or st.forced or _now() < (st.look_at or 0) then return end
+  st.look_at = _now() + 100
+  if not _exited(st.p) then return end
+  st.lingering = true
+  st.deadline = _now() + M.LINGER_MS
+end
+
 local function _on_signal(st, num)
   local name = signal.name(num) or tostring(num)
   st.signals[#st.signals + 1] = name
   if st.opts.on_signal then st.opts.on_signal(name, #st.signals) end
-  if st.p:done() then return end
+  if st.p:done() or st.lingering then return end
   if #st.signals > 1 then return _force(st) end
   local argv = st.launch.signal and st.launch.signal(name)
   if argv then _quiet(argv, st.launch.env) else st.p:kill(name) end
@@ -133,8 +171,9 @@ local function _wait(st)
     proc.wait(_live(st), wait)
     _relay(st)
     for _, num in ipairs(signal.pending()) do _on_signal(st, num) end
+    if not st.p:done() then _linger(st) end
     if st.deadline and not st.p:done() and _now() >= st.deadline then
-      if st.forced then return st.p:terminate(0) end
+      if st.forced or st.lingering then return st.p:terminate(0) end
       _force(st)
     end
   end
@@ -144,7 +183,8 @@ end
 -- Runs `launch` (see moat.runtime) in the foreground until it ends. opts:
 --   mask = array of values to conceal in the output (nil/empty: no masking),
 --   mask_stdout / mask_stderr = bool (which streams go through the masker),
---   stdout / stderr = fn(data) writers (default: moat's own), on_signal = fn(name, count), grace_ms.
+--   stdout / stderr = fn(data) writers (default: moat's own), on_signal = fn(name, count), grace_ms,
+--   reaper = true (a watchdog cleans up if moat dies: see moat.reaper).
 -- Returns { status, code, signal, signals = {names}, forced = bool, ms } | nil, message, errno
 -- when the client could not be started. The maskers are built before the spawn: if one
 -- cannot be, nothing has run.
@@ -152,26 +192,21 @@ function M.run(launch, opts)
   opts = opts or {}
   local st = { launch = launch, opts = opts, maskers = _maskers(opts), signals = {}, forced = false,
     write_out = opts.stdout or _writer(io.stdout), write_err = opts.stderr or _writer(io.stderr) }
-  signal.catch({ "INT", "TERM", "HUP" })
+  local _stops <close> = require("moat.proc").hold_stops() -- luacheck: ignore 211 (held for its <close>)
   local started = _now()
-  local companions, err, errno = _companions(launch)
-  local p
-  if companions then p, err, errno = _spawn(launch, st.maskers) end
-  if not p then
-    _end_companions(companions, launch)
-    signal.restore()
-    return nil, err, errno
-  end
-  st.p, st.companions = p, companions
+  local ok, err, errno = _start(st)
+  if not ok then return nil, err, errno end
+  local p = st.p
   local r = _wait(st)
   _relay(st)
   if st.maskers.out then st.write_out(st.maskers.out:finish()) end
   if st.maskers.err then st.write_err(st.maskers.err:finish()) end
   p:close()
-  _end_companions(companions, launch)
-  signal.restore()
+  _end_companions(st.companions, launch)
   -- A client that died by a signal may leave its container running; remove it by name.
   if not st.forced and launch.cleanup and (r.signal or #st.signals > 0) then _quiet(launch.cleanup, launch.env) end
+  -- Everything is cleaned up: the reaper is not needed any more.
+  if st.reaper then st.reaper:close() end
   return {
     status = M.status(r), code = r.code, signal = r.signal, signals = st.signals, forced = st.forced,
     ms = _now() - started,
