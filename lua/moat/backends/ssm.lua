@@ -102,7 +102,8 @@ end
 local function _classify(region, cmd)
   return function(r)
     return awscli.classify((r.stderr or "") .. "\n" .. (r.stdout or ""), _SVC, { region = region, exit = r.code,
-      cmd = "aws ssm " .. cmd, by_hand = "aws ssm " .. cmd .. " --with-decryption --name…" })
+      cmd = "aws ssm " .. cmd, by_hand = "aws ssm " .. cmd .. (cmd == "get-parameters" and " --names …"
+        or " --name …") .. " --with-decryption" })
   end
 end
 
