@@ -19,7 +19,7 @@ MOD_SOS  := $(MODS:%=$(BUILD)/lib/moat/c/%.so)
 DEB_PKGS := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted lua-filesystem \
             libyaml-dev libjansson-dev libsodium-dev luarocks lua-check cppcheck \
             bubblewrap slirp4netns busybox-static docker.io podman runc uidmap clang \
-            libclang-rt-14-dev valgrind
+            libclang-rt-14-dev valgrind zsh fish man-db
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all test check bench deps install rock-install clean asan test-asan valgrind fuzz fuzz-replay lint
@@ -37,7 +37,19 @@ $(BUILD)/obj/%.o: src/%.c src/moat.h | $(BUILD)/obj
 $(BUILD)/obj/main.o: src/main.c src/moat.h $(BUILD)/modlist.h | $(BUILD)/obj
 	$(CC) $(CFLAGS) -I$(BUILD) -c -o $@ $<
 
-$(BUILD)/moat: $(BUILD)/obj/main.o $(MOD_OBJS)
+# The built-in Lua goes into the binary precompiled (tools/embed.c dumps each module with the
+# liblua moat links); the sources are still installed, for listings, reading and the fallback.
+LUA_SRCS := $(shell cd lua && find moat -name '*.lua' | LC_ALL=C sort)
+$(BUILD)/embed: tools/embed.c | $(BUILD)/obj
+	$(CC) -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LUA_CFLAGS) -o $@ $< $(LUA_LIBS) -lm -ldl
+
+$(BUILD)/chunks.c: $(BUILD)/embed $(LUA_SRCS:%=lua/%)
+	$(BUILD)/embed $@ lua $(LUA_SRCS)
+
+$(BUILD)/obj/chunks.o: $(BUILD)/chunks.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/moat: $(BUILD)/obj/main.o $(MOD_OBJS) $(BUILD)/obj/chunks.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS) -lm -ldl
 
 $(BUILD)/lib/moat/c/%.so: $(BUILD)/obj/%.o | $(BUILD)/lib/moat/c
@@ -182,7 +194,7 @@ rock-install: all
 	install -d $(LIBDIR)/moat/c
 	install -m 0755 $(MOD_SOS) $(LIBDIR)/moat/c/
 	install -D -m 0755 $(BUILD)/moat $(BINDIR)/moat
+	install -D -m 0755 $(BUILD)/moat-init $(BINDIR)/moat-init
 
 clean:
 	rm -rf build build-asan build-fuzz
-	install -D -m 0755 $(BUILD)/moat-init $(BINDIR)/moat-init
