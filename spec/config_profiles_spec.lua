@@ -65,7 +65,12 @@ describe("config profiles", function()
   end)
 
   it("merges the profile over the base name by name, null removing, and says where each came from", function()
-    local cfg = assert(parse(BASE, "prod"))
+    local raw = assert(parse(BASE, "prod"))
+    -- the top level stays the file's own words, for trust
+    assert.equal("docker", raw.runtime)
+    assert.equal(3, #raw.secrets)
+    assert.is_nil(raw.profile)
+    local cfg = raw.effective
     assert.equal("prod", cfg.profile)
     assert.equal("base:2", cfg.image)
     assert.equal("podman", cfg.runtime)

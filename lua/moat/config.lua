@@ -150,7 +150,9 @@ end
 -- the backends' schemes for spotting broken references (default: the built-in ones);
 -- opts.profile: the profile to merge over the base; opts.base: the directory relative
 -- env_files are relative to (default `dir`). Returns cfg (with cfg.warnings) | nil, errors
--- (array of "file:line:col: message"). Shapes: cfg.base = the file's own top-level { secrets,
+-- (array of "file:line:col: message"). The top level of cfg is the file's own words (what trust
+-- hashes); cfg.effective is what runs: a copy with the profile merged and, after config.load,
+-- the env files' entries in its secrets. Shapes: cfg.base = the file's own top-level { secrets,
 -- env, mounts, image, runtime, network, env_files } before any profile; cfg.profiles = name -> { where,
 -- set, secrets, env, env_files, mounts, image, runtime, network } (all of them, raw);
 -- cfg.env_files = { {path, file, where} } (the top level's); secrets entries are
@@ -169,20 +171,24 @@ function M.parse(text, file, dir, opts)
     self:at(root, "the config must be a mapping of keys (name, image, secrets, ...)")
   end
   if #self.errors > 0 then return nil, self.errors end
+  cfg.name = cfg.name or (dir:match("([^/]+)/*$") or "moat"):gsub("[^A-Za-z0-9_.-]", "-")
+  cfg.warnings = self.warnings
   cfg.base = { secrets = cfg.secrets, env = cfg.env, mounts = cfg.mounts, image = cfg.image,
     runtime = cfg.runtime, network = cfg.network, env_files = cfg.env_files }
+  -- What runs is a copy: the top level stays the file's own words, which trust hashes.
+  local eff = {}
+  for k, v in pairs(cfg) do eff[k] = v end
+  cfg.effective = eff
   local errors = {}
   if opts.profile then
-    local _, perrs = profile.apply(cfg, opts.profile)
+    local _, perrs = profile.apply(eff, opts.profile)
     errors = perrs or errors
   end
-  _both(cfg, errors)
+  _both(eff, errors)
   if #errors > 0 then
     for i, e in ipairs(errors) do errors[i] = _escape(e) end
     return nil, errors
   end
-  cfg.name = cfg.name or (dir:match("([^/]+)/*$") or "moat"):gsub("[^A-Za-z0-9_.-]", "-")
-  cfg.warnings = self.warnings
   return cfg
 end
 
@@ -216,7 +222,7 @@ end
 
 -- Reads the env files of `cfg` and of opts.env_files into cfg.secrets; raises on a problem.
 local function _env_files(cfg, opts, inside)
-  local ok, errs = require("moat.config.envfiles").load(cfg, opts.env_files, { inside = inside,
+  local ok, errs = require("moat.config.envfiles").load(cfg.effective, opts.env_files, { inside = inside,
     schemes = opts.schemes })
   if ok then return end
   for i, e in ipairs(errs) do errs[i] = _escape(e) end
@@ -226,7 +232,7 @@ end
 -- Loads the config for workspace `dir`; `file` (optional, from --config) overrides the file
 -- name and may be a symlink; a workspace file must be a regular file inside the workspace.
 -- opts: schemes as in M.parse; profile (merged over the base); env_files (array of paths from
--- --env-file). Returns cfg (see M.parse; cfg.env_files_used lists the env files read);
+-- --env-file). Returns cfg (see M.parse; cfg.effective.env_files_used lists the env files read);
 -- raises a config failure (exit 78) listing every problem.
 function M.load(dir, file, opts)
   opts = opts or {}
@@ -240,7 +246,7 @@ function M.load(dir, file, opts)
       _fail("no profile '%s': %s has no moat.yaml or agent.yaml (profiles live in the config)", opts.profile, dir)
     end
     local cfg = assert(M.parse("", "(none)", absdir))
-    cfg.file = nil
+    cfg.file, cfg.effective.file = nil, nil
     _env_files(cfg, opts)
     return cfg
   end

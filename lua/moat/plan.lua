@@ -168,6 +168,8 @@ end
 -- plain, parsed, from, optional, has_default }. Returns plan, plain (map NAME -> plain value, and
 -- the defaults) | nil, message listing every problem, "config" | "usage".
 function M.build(cfg, extra)
+  -- What runs: the profile merged, the env files read (the top level is the file's own words).
+  cfg = cfg.effective or cfg
   extra = extra or {}
   local errors, warnings = {}, {}
   for _, w in ipairs(cfg.warnings or {}) do warnings[#warnings + 1] = w end

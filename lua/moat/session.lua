@@ -139,6 +139,8 @@ local function _load(s, o)
   if not ok then return nil, terr, tkind end
   local plan, plain, pkind = require("moat.plan").build(cfg, { secrets = o.secrets, env = o.env })
   if not plan then return nil, plain, pkind end
+  -- From here on, what runs: the profile merged and the env files read (trust saw the file's words).
+  cfg = cfg.effective or cfg
   s.plan, s.plain, s.cfg = plan, plain, cfg
   _apply(s, o, cfg)
   for _, w in ipairs(plan.warnings) do ui.warn(w) end
