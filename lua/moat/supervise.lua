@@ -126,7 +126,7 @@ local function _force(st)
   if st.forced then return end
   st.forced = true
   st.p:kill("KILL")
-  if st.launch.cleanup then _quiet(st.launch.cleanup, st.launch.env) end
+  if st.launch.cleanup then _quiet(st.launch.cleanup, st.launch.reap_env or st.launch.env) end
   -- Pipes held by a process that left the group never close: stop waiting for them then.
   st.deadline = _now() + M.LINGER_MS
 end
@@ -158,7 +158,7 @@ local function _on_signal(st, num)
   if st.p:done() or st.lingering then return end
   if #st.signals > 1 then return _force(st) end
   local argv = st.launch.signal and st.launch.signal(name)
-  if argv then _quiet(argv, st.launch.env) else st.p:kill(name) end
+  if argv then _quiet(argv, st.launch.reap_env or st.launch.env) else st.p:kill(name) end
   -- INT may just interrupt what the command is doing; TERM and HUP ask it to end.
   if name ~= "INT" then st.deadline = _now() + (st.opts.grace_ms or M.GRACE_MS) end
 end
@@ -204,7 +204,9 @@ function M.run(launch, opts)
   p:close()
   _end_companions(st.companions, launch)
   -- A client that died by a signal may leave its container running; remove it by name.
-  if not st.forced and launch.cleanup and (r.signal or #st.signals > 0) then _quiet(launch.cleanup, launch.env) end
+  if not st.forced and launch.cleanup and (r.signal or #st.signals > 0) then
+    _quiet(launch.cleanup, launch.reap_env or launch.env)
+  end
   -- Everything is cleaned up: the reaper is not needed any more.
   if st.reaper then st.reaper:close() end
   return {

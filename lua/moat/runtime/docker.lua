@@ -246,6 +246,8 @@ function Runtime:launch(spec, env)
     companions = sh and sh.companion and { sh.companion } or nil,
     finish = sh and sh.dir and function() shim.remove(sh.dir, sh.fifo) end or nil,
     cleanup = not spec.keep and { client, "rm", "-f", name } or { client, "kill", name },
+    -- The reaper runs the cleanup if moat dies: the client's environ, never a value.
+    reap_env = M.client_environ(spec.environ),
     -- With a TTY the client proxies no signals: the daemon delivers them.
     signal = tty and function(sig) return { client, "kill", "--signal", sig, name } end or nil,
     notes = notes,
