@@ -44,30 +44,25 @@ local function _secret_items(out, prefix, secrets)
   end
 end
 
--- Hashes an env file that lives in the workspace: its content chooses secrets too.
+-- Hashes an env file that lives in the workspace: its content chooses secrets too. One outside
+-- the workspace is the user's own (its path is still guarded).
 local function _env_file_hash(path, real)
   local abs = path:sub(1, 1) == "/" and path or (real .. "/" .. path)
   local rp = sys.realpath(abs)
-  if not rp or rp:sub(1, #real + 1) ~= real .. "/" then return "outside" end
-  local f = io.open(rp, "rb")
-  if not f then return "unreadable" end
-  local size = f:seek("end")
-  if not size or size > M.MAX_FILE then
-    f:close()
-    return nil, ("env file %s is over the %d-byte limit for trust"):format(text.show(path), M.MAX_FILE)
-  end
-  f:seek("set")
-  local data = f:read("a") or ""
-  f:close()
-  return sys.sha256(data)
+  if not rp then return "missing" end
+  if rp:sub(1, #real + 1) ~= real .. "/" then return "outside" end
+  local h, err = sys.sha256_file(rp, M.MAX_FILE)
+  if not h then return nil, "cannot hash env file " .. err end
+  return h
 end
 
 -- Adds the items of one config level (the base or a profile) with `prefix` to `out`.
 local function _level(out, prefix, c, real)
   _secret_items(out, prefix, c.secrets)
-  for _, path in ipairs(c.env_files or {}) do
-    local p = type(path) == "table" and path.path or path
-    local h, err = _env_file_hash(p, real)
+  for _, f in ipairs(c.env_files or {}) do
+    -- Entries are { path (as written), file (absolute) }; the file is what gets hashed.
+    local p = type(f) == "table" and f.path or f
+    local h, err = _env_file_hash(type(f) == "table" and f.file or f, real)
     if not h then return nil, err end
     _item(out, prefix .. "env_file " .. p, prefix .. "env_file: " .. text.show(p), h)
   end
