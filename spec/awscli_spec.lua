@@ -123,16 +123,6 @@ describe("awscli.reason", function()
   end)
 end)
 
-describe("awscli.elide", function()
-  it("replaces quoted stretches, first quote to last, or to the end when unclosed", function()
-    assert.equal("bad '<elided>' here", awscli.elide("bad 'v1' and 'v2' here"))
-    assert.equal('bad "<elided>"', awscli.elide('bad "it\'s a value"'))
-    assert.equal("value '<elided>'", awscli.elide("value 'cut off and never closed"))
-    assert.equal("nothing quoted", awscli.elide("nothing quoted"))
-    assert.equal("x '<elided>' y", awscli.elide("x 'multi\nline' y"))
-  end)
-end)
-
 describe("awscli.classify by stable fragments", function()
   local function denied(op, action, what)
     return ("An error occurred (AccessDeniedException) when calling the %s operation: User: "

@@ -9,7 +9,6 @@ M.INSTALL_FIX = "install the AWS CLI (https://aws.amazon.com/cli/ or your packag
   .. "and make sure `aws` is on PATH"
 M.MAX_SAID = 400
 M.HIDDEN = scrub.PLACEHOLDER
-M.ELIDED = "<elided>"
 
 local _NOT_INSTALLED = "the aws CLI is not installed or not on PATH"
 
@@ -65,28 +64,6 @@ function M.with_region(argv, region)
   return argv
 end
 
--- Takes text; returns it with every quoted stretch ('…', "…", from the first quote to the last
--- of its kind, or to the end when only one) replaced by a placeholder, since a CLI may quote
--- the value it failed on.
-function M.elide(text)
-  text = tostring(text or "")
-  for _, q in ipairs({ '"', "'" }) do
-    local first = text:find(q, 1, true)
-    if first then
-      local last = first
-      for i = #text, first + 1, -1 do
-        if text:sub(i, i) == q then
-          last = i
-          break
-        end
-      end
-      local tail = last > first and text:sub(last + 1) or ""
-      text = text:sub(1, first - 1) .. q .. M.ELIDED .. q .. tail
-    end
-  end
-  return text
-end
-
 -- Takes text and a list of values (anything but strings is skipped); returns it with every
 -- form of each value that moat.scrub hides replaced by M.HIDDEN.
 function M.conceal(text, values)
@@ -114,7 +91,7 @@ function M.said(text, values, max)
       pick = pick or line
     end
   end
-  pick = M.elide(pick or "")
+  pick = scrub.elide(pick or "")
   if #pick > max then pick = pick:sub(1, max) .. "…" end
   return pick
 end

@@ -19,6 +19,7 @@ M.PLACEHOLDER = "<concealed by moat>"
 
 -- How many bytes of scrubbed text M.text keeps by default.
 M.CAP = 500
+M.ELIDED = "<elided>"   -- stands for a quoted stretch of a message moat does not recognise
 
 local _BASE64 = { "original", "original_nopad", "urlsafe", "urlsafe_nopad" }
 
@@ -103,6 +104,28 @@ function M.text(text, values, cap)
   text = text:gsub("\n", "\n    ")
   cap = cap or M.CAP
   if #text > cap then text = text:sub(1, cap) .. "..." end
+  return text
+end
+
+-- Takes text; returns it with every quoted stretch ('…', "…", from the first quote to the last
+-- of its kind, or to the end when only one) replaced by a placeholder, since a CLI may quote
+-- the value it failed on.
+function M.elide(text)
+  text = tostring(text or "")
+  for _, q in ipairs({ '"', "'" }) do
+    local first = text:find(q, 1, true)
+    if first then
+      local last = first
+      for i = #text, first + 1, -1 do
+        if text:sub(i, i) == q then
+          last = i
+          break
+        end
+      end
+      local tail = last > first and text:sub(last + 1) or ""
+      text = text:sub(1, first - 1) .. q .. M.ELIDED .. q .. tail
+    end
+  end
   return text
 end
 

@@ -123,7 +123,7 @@ end
 -- Takes text; returns it with its quoted stretches ('…', "…") elided: an unrecognised message
 -- may quote the value op failed on.
 local function _elide(text)
-  return require("moat.awscli").elide(text)
+  return require("moat.scrub").elide(text)
 end
 
 -- Maps op's stderr for reference `req` to a failure { kind, reason, fix }: a recognised message
