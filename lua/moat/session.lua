@@ -287,6 +287,10 @@ end
 function M.run(s, hooks)
   local rt, p = s.runtime, s.plan
   ui.progress("running on " .. M.summary(s))
+  -- The output maskers come first: values too large to mask refuse the run before anything.
+  local maskers, merr = require("moat.supervise").maskers({ mask = _mask_values(s),
+    mask_stdout = hooks.mask_stdout, mask_stderr = hooks.mask_stderr })
+  if not maskers then return _fail(s, { outcome = "failed", kind = "mask", exit = exit.CONFIG }, merr, "config") end
   -- A runtime that cannot prepare the launch (say, the image cannot be inspected) runs nothing.
   local launch, lerr = M.launch_of(s)
   if not launch then
@@ -308,7 +312,7 @@ function M.run(s, hooks)
   io.stdout:flush()
   local r, serr, errno = require("moat.supervise").run(launch, {
     mask = _mask_values(s), mask_stdout = hooks.mask_stdout, mask_stderr = hooks.mask_stderr,
-    on_signal = hooks.on_signal, grace_ms = _grace(s), reaper = true,
+    on_signal = hooks.on_signal, grace_ms = _grace(s), reaper = true, maskers = maskers,
   })
   if not r then
     -- Only the host runtime execs the command itself; for it, behave like a shell.

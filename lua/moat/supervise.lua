@@ -35,19 +35,21 @@ local function _writer(f)
   end
 end
 
--- Runs `launch` (see moat.runtime) in the foreground until it ends. opts:
---   mask = array of values to conceal in the output (nil/empty: no masking),
---   mask_stdout / mask_stderr = bool (which streams go through the masker),
---   stdout / stderr = fn(data) writers (default: moat's own), on_start = fn(pid),
---   on_signal = fn(name, count), grace_ms.
--- Returns { status, code, signal, signals = {names}, forced = bool, ms } | nil, message, errno
--- when the client could not be started.
-local function _maskers(opts)
+-- Builds the output maskers for opts (mask = values, mask_stdout / mask_stderr = bool); returns
+-- { out, err } (nil where a stream is not masked) | nil, message when they cannot be built (the
+-- values are too large to mask), so that the caller can refuse before anything runs.
+function M.maskers(opts)
   local masking = opts.mask and #opts.mask > 0
   local m = { out = masking and opts.mask_stdout or nil, err = masking and opts.mask_stderr or nil }
   local scrub = require("moat.scrub")
-  if m.out then m.out = scrub.masker(opts.mask) end
-  if m.err then m.err = scrub.masker(opts.mask) end
+  local ok, err = pcall(function()
+    if m.out then m.out = scrub.masker(opts.mask) end
+    if m.err then m.err = scrub.masker(opts.mask) end
+  end)
+  if not ok then
+    return nil, ("the secret values cannot be masked (%s): pass --no-mask, or put large data in a file")
+      :format(tostring(err):match("([^:]*)$"):gsub("^%s+", ""))
+  end
   return m
 end
 
@@ -184,13 +186,16 @@ end
 --   mask = array of values to conceal in the output (nil/empty: no masking),
 --   mask_stdout / mask_stderr = bool (which streams go through the masker),
 --   stdout / stderr = fn(data) writers (default: moat's own), on_signal = fn(name, count), grace_ms,
---   reaper = true (a watchdog cleans up if moat dies: see moat.reaper).
+--   reaper = true (a watchdog cleans up if moat dies: see moat.reaper), maskers (from M.maskers).
 -- Returns { status, code, signal, signals = {names}, forced = bool, ms } | nil, message, errno
 -- when the client could not be started. The maskers are built before the spawn: if one
 -- cannot be, nothing has run.
 function M.run(launch, opts)
   opts = opts or {}
-  local st = { launch = launch, opts = opts, maskers = _maskers(opts), signals = {}, forced = false,
+  local maskers, merr = opts.maskers, nil
+  if not maskers then maskers, merr = M.maskers(opts) end
+  if not maskers then return nil, merr end
+  local st = { launch = launch, opts = opts, maskers = maskers, signals = {}, forced = false,
     write_out = opts.stdout or _writer(io.stdout), write_err = opts.stderr or _writer(io.stderr) }
   local _stops <close> = require("moat.proc").hold_stops() -- luacheck: ignore 211 (held for its <close>)
   local started = _now()
