@@ -321,6 +321,22 @@ end }
     t.rmtree(ws)
   end)
 
+  it("names the open-files limit and --jobs when backend processes cannot be started", function()
+    local args = { "sh", "-c", 'ulimit -n 40; exec "$0" "$@"', MOAT_BIN, "secrets", "check", "--resolve",
+      "--jobs", "100" }
+    for i = 1, 60 do
+      args[#args + 1] = "--secret"
+      args[#args + 1] = ("S%d=op://v/app/missing-%d"):format(i, i)
+    end
+    local ws = workspace("name: limits\n")
+    local r = t.exec(args, { env = env(), cwd = ws })
+    t.rmtree(ws)
+    assert.equal(69, r.code, r.stderr)
+    assert.matches("too many open files (the limit is 40", r.stdout, 1, true)
+    assert.matches("lower --jobs (now 100)", r.stdout, 1, true)
+    assert.is_nil(r.stdout:find("install the 1Password CLI", 1, true))
+  end)
+
   it("refuses bad usage with exit 64", function()
     local code, _, err = t.moat({ "secrets" }, { env = env() })
     assert.equal(64, code)

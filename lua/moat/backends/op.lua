@@ -142,6 +142,13 @@ function M.map_error(stderr, req, code, ctx)
     fix = ("run `op read --no-newline '%s'` yourself to see the full error"):format(req.ref) }
 end
 
+-- The failure when op cannot be started: not installed, or what moat's ctx.run found (a
+-- resource limit such as too many open files names the limit and --jobs).
+local function _cannot_start(ctx, errno)
+  if errno == 2 then return _not_installed() end
+  return ctx.last_failure or { kind = "unavailable", reason = "op cannot be started", fix = M.INSTALL }
+end
+
 -- Builds the inject template: each reference framed by markers no value can know in advance.
 local function _template(requests, nonce)
   local out = {}
@@ -181,8 +188,7 @@ end
 local function _read_one(req, ctx)
   local r, _, errno = ctx.run({ "op", "read", "--no-newline", req.ref })
   if not r then
-    if errno == 2 then return ctx.fail(req, _not_installed()) end
-    return ctx.fail(req, { kind = "unavailable", reason = "op cannot be started", fix = M.INSTALL })
+    return ctx.fail(req, _cannot_start(ctx, errno))
   end
   local f = _cut(r, ctx)
   if f then return ctx.fail(req, f) end
@@ -197,8 +203,7 @@ function M.resolve(requests, ctx)
   local nonce = "moat-" .. sys.random_hex(16)
   local r, _, errno = ctx.run({ "op", "inject" }, { stdin = _template(requests, nonce) })
   if not r then
-    local f = errno == 2 and _not_installed()
-      or { kind = "unavailable", reason = "op cannot be started", fix = M.INSTALL }
+    local f = _cannot_start(ctx, errno)
     for _, req in ipairs(requests) do ctx.fail(req, f) end
     return
   end
