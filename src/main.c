@@ -3,6 +3,8 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "moat.h"
@@ -19,6 +21,65 @@ static const luaL_Reg preloads[] = {
 #undef MOAT_MOD
     { NULL, NULL }
 };
+
+/* The built-in Lua, compiled at build time by tools/embed.c into build/chunks.c (sorted by
+ * name). These chunks are the only bytecode moat ever loads: nothing is read as bytecode
+ * from any directory. */
+struct moat_chunk { const char *name, *file; const unsigned char *data; size_t len; };
+extern const struct moat_chunk moat_chunks[];
+extern const size_t moat_nchunks;
+
+static char lua_dir[PATH_MAX];    /* the built-in directory, for sources and listings */
+static int dev_tree;              /* lua_dir is the source tree beside build/ */
+static struct timespec exe_mtime; /* in a source tree, a source newer than this wins */
+
+static int by_name(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct moat_chunk *)elem)->name);
+}
+
+/* The embedded chunk of module `name`, or NULL. Run from the source tree, a module whose
+ * source changed after the binary was linked is not taken from the binary (its source loads
+ * instead), so an edit counts before the next `make`. */
+static const struct moat_chunk *chunk(const char *name)
+{
+    const struct moat_chunk *c = bsearch(name, moat_chunks, moat_nchunks, sizeof *c, by_name);
+    if (c == NULL || !dev_tree)
+        return c;
+    char path[PATH_MAX];
+    struct stat st;
+    int n = snprintf(path, sizeof path, "%s/%s", lua_dir, c->file);
+    if (n < 0 || (size_t)n >= sizeof path || stat(path, &st) != 0)
+        return c;
+    if (st.st_mtim.tv_sec > exe_mtime.tv_sec
+        || (st.st_mtim.tv_sec == exe_mtime.tv_sec && st.st_mtim.tv_nsec > exe_mtime.tv_nsec))
+        return NULL;
+    return c;
+}
+
+/* has_chunk(name) -> true when module `name` can load from the binary. */
+static int l_has_chunk(lua_State *L)
+{
+    lua_pushboolean(L, chunk(luaL_checkstring(L, 1)) != NULL);
+    return 1;
+}
+
+/* load_chunk(name) -> function | nil, message: the embedded chunk of module `name`. */
+static int l_load_chunk(lua_State *L)
+{
+    const struct moat_chunk *c = chunk(luaL_checkstring(L, 1));
+    if (c == NULL) {
+        luaL_pushfail(L);
+        lua_pushfstring(L, "no built-in chunk %s", lua_tostring(L, 1));
+        return 2;
+    }
+    if (luaL_loadbufferx(L, (const char *)c->data, c->len, c->file, "b") != LUA_OK) {
+        luaL_pushfail(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    return 1;
+}
 
 static int traceback(lua_State *L)
 {
@@ -50,8 +111,14 @@ static const char *builtin_dir(char *buf, size_t len)
             static const char *const rel[] = { "../share/moat/lua", "../lua", "../share/lua/5.4" };
             for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
                 int m = snprintf(buf, len, "%s/%s", exe, rel[i]);
-                if (m > 0 && (size_t)m < len && exists(buf))
+                if (m > 0 && (size_t)m < len && exists(buf)) {
+                    struct stat st;
+                    *slash = '/';
+                    dev_tree = i == 1 && stat(exe, &st) == 0;
+                    if (dev_tree)
+                        exe_mtime = st.st_mtim;
                     return buf;
+                }
             }
         }
     }
@@ -97,6 +164,21 @@ static int fill_stdio(void)
     return 0;
 }
 
+/* Pushes boot.lua's chunk: the embedded one, else the source (text only). */
+static int load_boot(lua_State *L)
+{
+    const struct moat_chunk *c = chunk("moat.boot");
+    if (c)
+        return luaL_loadbufferx(L, (const char *)c->data, c->len, c->file, "b");
+    char boot[PATH_MAX];
+    int n = snprintf(boot, sizeof boot, "%s/moat/boot.lua", lua_dir);
+    if (n < 0 || (size_t)n >= sizeof boot) {
+        lua_pushliteral(L, "the built-in Lua directory's path is too long");
+        return LUA_ERRFILE;
+    }
+    return luaL_loadfilex(L, boot, "t");
+}
+
 int main(int argc, char **argv)
 {
     if (fill_stdio() != 0)
@@ -107,9 +189,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "moat: cannot find the built-in Lua modules (moat/boot.lua)\n");
         return 70;
     }
-    char real[PATH_MAX];
-    if (realpath(dir, real))
-        dir = real;
+    if (!realpath(dir, lua_dir) && snprintf(lua_dir, sizeof lua_dir, "%s", dir) >= (int)sizeof lua_dir) {
+        fprintf(stderr, "moat: the built-in Lua directory's path is too long\n");
+        return 70;
+    }
 
     lua_State *L = new_state();
     if (L == NULL) {
@@ -117,16 +200,18 @@ int main(int argc, char **argv)
         return 70;
     }
     lua_pushcfunction(L, traceback);
-    char boot[PATH_MAX];
-    int n = snprintf(boot, sizeof boot, "%s/moat/boot.lua", dir);
-    if (n < 0 || (size_t)n >= sizeof boot || luaL_loadfilex(L, boot, "t") != LUA_OK) {
+    if (load_boot(L) != LUA_OK) {
         fprintf(stderr, "moat: %s\n", lua_tostring(L, -1));
         lua_close(L);
         return 70;
     }
-    lua_createtable(L, 0, 3);
-    lua_pushstring(L, dir);
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, lua_dir);
     lua_setfield(L, -2, "lua_dir");
+    lua_pushcfunction(L, l_has_chunk);
+    lua_setfield(L, -2, "has_chunk");
+    lua_pushcfunction(L, l_load_chunk);
+    lua_setfield(L, -2, "load_chunk");
     lua_pushstring(L, MOAT_SITE_DIR);
     lua_setfield(L, -2, "site_dir");
     lua_pushstring(L, MOAT_VERSION);

@@ -68,11 +68,20 @@ local function _dirs()
   return out
 end
 
--- Finds the file for module `name`: returns path, kind | nil, list of paths tried.
+-- True when the built-in module `name` is precompiled into the moat binary (only the build's
+-- own chunks: no bytecode is ever read from a directory).
+local function _embedded(name, d)
+  return d.kind == "builtin" and d.dir == M._builtin_dir and M._has_chunk ~= nil and M._has_chunk(name)
+end
+
+-- Finds the file for module `name`: returns path, kind, embedded | nil, list of paths tried.
+-- `embedded` is true when the built-in module comes precompiled with the binary; `path` is
+-- then where its source sits in the built-in directory.
 function M.find(name)
   local rel = name:gsub("%.", "/")
   local tried = {}
   for _, d in ipairs(_dirs()) do
+    if _embedded(name, d) then return d.dir .. "/" .. rel .. ".lua", d.kind, true end
     for _, pat in ipairs({ "%s/%s.lua", "%s/%s/init.lua" }) do
       local path = pat:format(d.dir, rel)
       if _readable(path) then return path, d.kind end
@@ -105,8 +114,15 @@ local function _compile(path, kind)
   return chunk
 end
 
+-- The built-in module `name`'s chunk: precompiled into the binary when `embedded`, else
+-- compiled from its source at `path`.
+local function _builtin_chunk(name, path, embedded)
+  local chunk = embedded and M._load_chunk(name)
+  return chunk or _compile(path, "builtin")
+end
+
 local function _searcher(name)
-  local path, kind = M.find(name)
+  local path, kind, embedded = M.find(name)
   if not path then
     return "\n\tno file '" .. table.concat(kind, "'\n\tno file '") .. "'"
   end
@@ -114,7 +130,7 @@ local function _searcher(name)
     error(("%s cannot replace moat's built-in %s: the audit chain, its signing, trust and the"
       .. " loader are not overridable; remove the file (record formatting is moat.audit)"):format(path, name), 0)
   end
-  local chunk = _compile(path, kind)
+  local chunk = kind == "builtin" and _builtin_chunk(name, path, embedded) or _compile(path, kind)
   M.origin[name] = { file = path, kind = kind }
   return chunk, path
 end
@@ -127,8 +143,9 @@ function M.builtin(name)
   if M._builtins[name] ~= nil then return M._builtins[name] end
   local dir = M._builtin_dir
   local path = dir and (dir .. "/" .. name:gsub("%.", "/") .. ".lua")
-  if not path or not _readable(path) then error("moat has no built-in module " .. name, 2) end
-  local mod = _compile(path, "builtin")(name, path)
+  local embedded = dir and _embedded(name, { kind = "builtin", dir = dir })
+  if not path or not (embedded or _readable(path)) then error("moat has no built-in module " .. name, 2) end
+  local mod = _builtin_chunk(name, path, embedded)(name, path)
   if mod == nil then mod = true end
   M._builtins[name] = mod
   return mod
@@ -177,10 +194,12 @@ local function _insert(dir, kind)
   end
 end
 
--- Installs the search order. opts: builtin = dir, site = build-time site dir.
+-- Installs the search order. opts: builtin = dir, site = build-time site dir, and from the
+-- binary has_chunk(name) -> bool, load_chunk(name) -> function | nil, message.
 function M.setup(opts)
   M._site_default = opts.site
   M._builtin_dir = opts.builtin
+  M._has_chunk, M._load_chunk = opts.has_chunk, opts.load_chunk
   M.dirs = {}
   for dir in (os.getenv("MOAT_LUA_PATH") or ""):gmatch("[^:]+") do _insert(dir, "env") end
   _insert(M.user_dir() .. "/lua", "user")
