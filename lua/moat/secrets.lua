@@ -310,8 +310,9 @@ function M.resolve(plan, opts)
   return { ok = #failures == 0, values = values, records = records, failures = failures }
 end
 
--- Asks every backend used by `plan` whether it is usable (its optional check(ctx)).
--- opts as for resolve. Returns { {backend, count, ok, reason, fix} } in first-use order.
+-- Asks every backend used by `plan` whether it is usable: its optional check(ctx, requests),
+-- given the requests it would resolve (so it can check each region, account…). opts as for
+-- resolve. Returns { {backend, count, ok, reason, fix} } in first-use order.
 function M.check(plan, opts)
   opts = opts or {}
   local proc = require("moat.proc")
@@ -319,10 +320,12 @@ function M.check(plan, opts)
   local out, by = {}, {}
   for _, s in ipairs(plan.secrets) do
     if not by[s.backend] then
-      by[s.backend] = { backend = s.backend, count = 0, ok = true }
+      by[s.backend] = { backend = s.backend, count = 0, ok = true, requests = {} }
       out[#out + 1] = by[s.backend]
     end
-    by[s.backend].count = by[s.backend].count + 1
+    local c = by[s.backend]
+    c.count = c.count + 1
+    c.requests[#c.requests + 1] = { name = s.name, names = { s.name }, ref = s.ref, parsed = s.parsed }
   end
   local tasks = {}
   for _, c in ipairs(out) do
@@ -334,7 +337,7 @@ function M.check(plan, opts)
           return
         end
         if not mod.check then return end
-        local ok, good, reason, fix = pcall(mod.check, _context(c.backend, state))
+        local ok, good, reason, fix = pcall(mod.check, _context(c.backend, state), c.requests)
         if not ok then
           c.ok, c.reason = false, "the backend's check raised an error: " .. scrub.text(tostring(good), {}, 300)
         elseif not good then
@@ -344,6 +347,7 @@ function M.check(plan, opts)
     end
   end
   if #tasks > 0 then proc.gather(tasks, { jobs = state.opts.jobs }) end
+  for _, c in ipairs(out) do c.requests = nil end
   return out
 end
 
