@@ -110,6 +110,19 @@ describe("stopping moat", function()
     end
   end)
 
+  it("INT during `moat secrets check --resolve`: no backend left, exit 130", function()
+    local p = assert(proc.spawn({ _G.MOAT_BIN, "secrets", "check", "--resolve", "--trust", ws },
+      { env = env(), stdout = "pipe", stderr = "pipe", timeout = 60000 }))
+    assert.is_true(P.wait_file(home .. "/backend-ready", p, 20000))
+    p:kill("INT")
+    local r = P.finish(p)
+    assert.equal(130, r.code, r.stderr)
+    assert.same({}, P.tagged(tag))
+    local recs, ok, why = audit()
+    assert.is_true(ok, why)
+    assert.equal("interrupted", recs[#recs].data.outcome)
+  end)
+
   -- Sends `sig` to moat alone (not its process group), as `kill` from another terminal does.
   local function signal(p, sig)
     assert.equal(0, t.exec({ "kill", "-" .. sig, tostring(p:pid()) }).code)

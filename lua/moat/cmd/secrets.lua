@@ -148,6 +148,8 @@ function M.main(argv, ctx)
     purpose = "check" })
   if not s then exit.fail_kind(err, kind) end
   if not opts.resolve then return _validate(s.plan, limits, opts.json) end
+  -- INT, TERM or HUP while fetching stops every backend and ends the audited run as interrupted.
+  local _stops <close> = require("moat.proc").hold_stops() -- luacheck: ignore 211 (held for its <close>)
   local res, rerr, rkind, failed = session.resolve(s)
   if not res and not failed then exit.fail_kind(rerr, rkind) end
   local fok, ferr = session.finish(s, { outcome = res and "checked" or "failed", exit = res and 0 or exit.UNAVAILABLE })

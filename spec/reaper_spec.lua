@@ -1,0 +1,59 @@
+-- moat.reaper, the watchdog `moat __reaper MOAT_PID -- CLEANUP...`: it does nothing while moat
+-- lives, and once moat is gone it kills the children it saw and runs the cleanup.
+local t = require("support.moat")
+local proc = require("moat.c.proc")
+local sys = require("moat.c.system")
+local P = dofile(MOAT_ROOT .. "/spec/fixtures/faults/procs.lua")
+
+describe("moat.reaper", function()
+  local reaper = require("moat.reaper")
+  local dir, tag
+
+  before_each(function()
+    dir, tag = t.tmpdir(), P.new_tag()
+  end)
+
+  after_each(function()
+    P.kill_tagged(tag)
+    t.rmtree(dir)
+  end)
+
+  local function start(pid, cleanup)
+    local argv = { _G.MOAT_BIN, reaper.COMMAND, tostring(pid), "--" }
+    for _, a in ipairs(cleanup) do argv[#argv + 1] = a end
+    return assert(proc.spawn(argv, { env = { "PATH=" .. os.getenv("PATH") }, stdout = "pipe", stderr = "pipe" }))
+  end
+
+  it("is internal: without a pid and -- it refuses with 64", function()
+    local r = t.exec({ _G.MOAT_BIN, reaper.COMMAND })
+    assert.equal(64, r.code)
+    assert.matches("internal", r.stderr, 1, true)
+  end)
+
+  it("does nothing while its parent lives", function()
+    local p <close> = start(sys.getpid(), { "touch", dir .. "/cleaned" })
+    proc.wait({ p }, 800)
+    assert.is_false(p:done())
+    assert.is_false(t.exists(dir .. "/cleaned"))
+  end)
+
+  it("runs the cleanup, in passes, once the moat it watches is gone", function()
+    -- A pid that is not its parent: to the reaper, that moat is already gone.
+    local p <close> = start(1, { "sh", "-c", "echo x >> " .. dir .. "/cleaned" })
+    local deadline = sys.monotonic_ms() + 15000
+    while not p:done() and sys.monotonic_ms() < deadline do proc.wait({ p }, 200) end
+    assert.is_true(p:done())
+    assert.equal(0, p:result().code, p:result().stderr)
+    assert.equal(#reaper.PASSES_MS, #t.slurp(dir .. "/cleaned"):gsub("[^\n]", ""))
+  end)
+
+  it("kills the process groups of the children moat had when moat dies", function()
+    -- A stand-in for moat: a shell that starts a process group (setsid) and the reaper, then
+    -- is killed; the reaper must take the group down.
+    local script = ("setsid sleep %s & %q %s $$ -- & sleep 1; kill -KILL $$"):format(tag, _G.MOAT_BIN,
+      reaper.COMMAND)
+    local sh = assert(proc.spawn({ "sh", "-c", script }, { env = { "PATH=" .. os.getenv("PATH") } }))
+    P.finish(sh)
+    assert.same({}, P.wait_gone(tag, 3000))
+  end)
+end)
