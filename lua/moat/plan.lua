@@ -93,11 +93,13 @@ local function _merge(base, entries, what, field, refuse, errors)
   end
   for _, entry in ipairs(entries or {}) do
     local name, value = _split(entry, what)
-    local why = name and (config.check_name(name) and ("the name " .. config.check_name(name)) or refuse(value))
+    local bad = name and config.check_name(name)
+    local why = name and (bad and ("'%s' %s"):format(text.show(name), bad) or refuse(value))
     if not name then
       errors.usage = value
     elseif why then
-      errors[#errors + 1] = ("%s %s: %s"):format(what, text.show(name), why)
+      -- Typed on the command line: a usage error quoting what was typed, not a config problem.
+      errors.usage = ("%s %s: %s"):format(what, text.show(entry), why)
     else
       out[at[name] or #out + 1] = { name = name, [field] = value, where = what ~= "-e" and what or nil }
       at[name] = at[name] or #out
