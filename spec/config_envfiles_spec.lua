@@ -5,13 +5,12 @@ local config = require("moat.config")
 local exit = require("moat.exit")
 local t = require("support.moat")
 
--- Calls config.load expecting a config failure; returns its message.
+-- Calls config.load expecting a config failure (exit 78); returns its message.
 local function load_fails(...)
-  local ok, e = pcall(config.load, ...)
-  assert.is_false(ok)
-  assert.is_true(exit.is_failure(e), tostring(e))
-  assert.equal(exit.CONFIG, e.code)
-  return e.message
+  local cfg, msg, kind = config.load(...)
+  assert.is_nil(cfg)
+  assert.equal(exit.CONFIG, exit.OF_KIND[kind])
+  return msg
 end
 
 local function by_name(list)

@@ -2,7 +2,6 @@
 -- The per-key checks live in moat.config.fields, shared checks in moat.config.check, reading a
 -- workspace file safely in moat.config.file.
 local yaml = require("moat.c.yaml")
-local exit = require("moat.exit")
 local check = require("moat.config.check")
 local fields = require("moat.config.fields")
 local cfile = require("moat.config.file")
@@ -43,12 +42,8 @@ end
 -- (default: op, ssm, env, awssm).
 M.suspicious_ref = refs.suspicious_ref
 
--- Escapes control characters (C0, DEL and UTF-8-encoded C1) so that text from a config cannot
--- drive the terminal: ESC becomes \x1b. Local until moat has one shared escaping function.
-local function _escape(s)
-  s = s:gsub("[%z\1-\31\127]", function(c) return ("\\x%02x"):format(c:byte()) end)
-  return (s:gsub("\194([\128-\159])", function(c) return ("\\u%04x"):format(c:byte()) end))
-end
+-- Text from a config cannot drive the terminal: every message passes through text.escape.
+local _escape = require("moat.text").escape
 M._escape = _escape
 
 local Loader = {}
@@ -207,17 +202,20 @@ function M.find(dir)
   return cfile.find(dir, M.FILES)
 end
 
--- Raises the config failure (exit 78) for `fmt` filled with `...`, each argument escaped.
+-- Inside M.load a refusal is raised as a Refusal and returned by M.load as nil, message.
+local Refusal = {}
+
+-- Raises the refusal for `fmt` filled with `...`, each argument escaped.
 local function _fail(fmt, ...)
   local args = table.pack(...)
   for i = 1, args.n do args[i] = _escape(tostring(args[i])) end
-  exit.fail(exit.CONFIG, fmt:format(table.unpack(args, 1, args.n)))
+  error(setmetatable({ message = fmt:format(table.unpack(args, 1, args.n)) }, Refusal), 0)
 end
 
--- Raises the config failure listing `errs` (escaped messages) found in `what`.
+-- Raises the refusal listing `errs` (escaped messages) found in `what`.
 local function _problems(errs, what)
-  exit.fail(exit.CONFIG, ("%d problem%s in %s:\n  %s"):format(#errs, #errs == 1 and "" or "s", _escape(what),
-    table.concat(errs, "\n  ")))
+  error(setmetatable({ message = ("%d problem%s in %s:\n  %s"):format(#errs, #errs == 1 and "" or "s",
+    _escape(what), table.concat(errs, "\n  ")) }, Refusal), 0)
 end
 
 -- Reads the env files of `cfg` and of opts.env_files into cfg.secrets; raises on a problem.
@@ -232,9 +230,16 @@ end
 -- Loads the config for workspace `dir`; `file` (optional, from --config) overrides the file
 -- name and may be a symlink; a workspace file must be a regular file inside the workspace.
 -- opts: schemes as in M.parse; profile (merged over the base); env_files (array of paths from
--- --env-file). Returns cfg (see M.parse; cfg.effective.env_files_used lists the env files read);
--- raises a config failure (exit 78) listing every problem.
+-- --env-file). Returns cfg (see M.parse; cfg.effective.env_files_used lists the env files read)
+-- | nil, message listing every problem, "config".
 function M.load(dir, file, opts)
+  local ok, cfg = pcall(M._load, dir, file, opts)
+  if ok then return cfg end
+  if getmetatable(cfg) == Refusal then return nil, cfg.message, "config" end
+  error(cfg, 0)
+end
+
+function M._load(dir, file, opts)
   opts = opts or {}
   local sys = require("moat.c.system")
   local absdir, derr = sys.realpath(dir)

@@ -246,15 +246,4 @@ function M.report(denials)
   return table.concat(lines, "\n")
 end
 
--- Runs the policy on `plan` and raises exit 77 with the report when anything is denied.
--- Returns the warnings otherwise.
-function M.enforce(plan, opts)
-  local ok, denials, warnings = M.check(plan, opts)
-  if not ok then
-    local exit = require("moat.exit")
-    exit.fail(exit.NOPERM, M.report(denials))
-  end
-  return denials or warnings
-end
-
 return M

@@ -8,16 +8,6 @@ local ui = require("moat.ui")
 
 local M = {}
 
-local function _pfail(f, ...)
-  local ok, a, b, c = pcall(f, ...)
-  if ok then return a, b, c end
-  if exit.is_failure(a) then
-    for kind, code in pairs(exit.OF_KIND) do
-      if code == a.code then return nil, a.message, kind end
-    end
-  end
-  error(a, 0)
-end
 
 -- Calls `fn` on the audit run; an audit failure of any shape becomes nil, message, "audit".
 local function _audit(fn, ...)
@@ -132,7 +122,7 @@ end
 local function _load(s, o)
   local uerr = require("moat.plan").usage({ secrets = o.secrets, env = o.env })
   if uerr then return nil, uerr, "usage" end
-  local cfg, err, kind = _pfail(require("moat.config").load, o.dir or ".", o.config,
+  local cfg, err, kind = require("moat.config").load(o.dir or ".", o.config,
     { profile = o.profile, env_files = o.env_files })
   if not cfg then return nil, err, kind end
   local ok, terr, tkind = _trust(o, cfg)

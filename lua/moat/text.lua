@@ -8,11 +8,17 @@ local function _hex(c)
   return ("\\x%02x"):format(c:byte())
 end
 
--- Returns `s` with control characters (and DEL) written as \xNN; `keep_newlines` leaves \n alone.
+local function _c1(c)
+  return ("\\u%04x"):format(c:byte())
+end
+
+-- Returns `s` with control characters written out so text from a file or a backend cannot
+-- drive a terminal: C0 and DEL as \xNN (ESC is \x1b), UTF-8 C1 controls as \uNNNN;
+-- `keep_newlines` leaves \n alone.
 function M.escape(s, keep_newlines)
   s = tostring(s)
-  if keep_newlines then return (s:gsub("[%z\1-\9\11-\31\127]", _hex)) end
-  return (s:gsub("[%z\1-\31\127]", _hex))
+  s = s:gsub(keep_newlines and "[%z\1-\9\11-\31\127]" or "[%z\1-\31\127]", _hex)
+  return (s:gsub("\194([\128-\159])", _c1))
 end
 
 -- Returns `s` escaped and capped to `cap` characters (default M.CAP): safe in a one-line message.

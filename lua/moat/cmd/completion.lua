@@ -285,7 +285,7 @@ local function _list(what)
     end
   elseif what == "profiles" then
     local ok, cfg = pcall(require("moat.config").load, ".")
-    for _, n in ipairs(ok and cfg.profile_names or {}) do
+    for _, n in ipairs(ok and cfg and cfg.profile_names or {}) do
       if n:match("^[%w_.@+-]+$") then out[#out + 1] = n end
     end
   end

@@ -150,8 +150,10 @@ function M.main(argv, ctx)
   local opts, pos, rest = args.parse(argv, SPEC)
   if not opts then cli.usage_error(ctx, pos) end
   if rest or #pos > 1 then cli.usage_error(ctx, "moat config takes at most one DIR") end
-  local cfg = config.load(pos[1] or ".", opts.config, { env_files = opts.env_file,
-    profile = config.chosen_profile(opts.profile, require("moat.c.system").environ()) }).effective
+  local loaded, err, kind = config.load(pos[1] or ".", opts.config, { env_files = opts.env_file,
+    profile = config.chosen_profile(opts.profile, require("moat.c.system").environ()) })
+  if not loaded then require("moat.exit").fail_kind(err, kind) end
+  local cfg = loaded.effective
   for _, w in ipairs(cfg.warnings) do ui.warn(w) end
   if opts.json then
     local json = require("moat.c.json")

@@ -48,7 +48,8 @@ function M.main(argv, ctx)
   local real, err = trust.realpath(pos[1] or ".")
   if not real then exit.fail(exit.USAGE, err) end
   -- The config is read to hash its guarded part; a broken config is still reported (exit 78).
-  local cfg = require("moat.config").load(real, opts.config)
+  local cfg, cerr, ckind = require("moat.config").load(real, opts.config)
+  if not cfg then exit.fail_kind(cerr, ckind) end
   local before = trust.status(real, cfg)
   local rec, terr = trust.trust(real, cfg)
   if not rec then exit.fail(exit.NOPERM, terr) end
