@@ -29,10 +29,12 @@ M.OPTIONS = {
 
 -- Fields shown first for each type; any others follow in key order.
 M.order = {
-  ["run.started"] = { "name", "runtime", "image", "command", "workspace", "version" },
+  ["run.started"] = { "name", "profile", "runtime", "image", "command", "workspace", "version" },
   ["policy.denied"] = { "denials" },
   ["secret.resolved"] = { "name", "backend", "reference", "ms", "outcome" },
   ["secret.failed"] = { "name", "backend", "reference", "ms", "outcome", "kind" },
+  ["secret.skipped"] = { "name", "backend", "reference", "ms", "outcome", "kind" },
+  ["secret.defaulted"] = { "name", "backend", "reference", "ms", "outcome", "kind" },
   ["container.started"] = { "runtime", "image", "container" },
   ["container.exited"] = { "status", "signal", "ms" },
   ["run.finished"] = { "outcome", "exit", "kind", "ms" },

@@ -74,9 +74,7 @@ end
 
 local function _quote(s)
   if s:match("^[%w_./@:+-]+$") and not s:match("^[-:]") then return s end
-  return '"' .. s:gsub('[\\"]', "\\%0"):gsub("\n", "\\n"):gsub("[%z\1-\31\127]", function(c)
-    return ("\\x%02x"):format(c:byte())
-  end) .. '"'
+  return '"' .. require("moat.text").escape(s:gsub('[\\"]', "\\%0"):gsub("\n", "\\n")) .. '"'
 end
 
 -- Returns the "  # …" comment for entry `e`: its origin when not the base, optional, default.
