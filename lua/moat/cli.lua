@@ -148,6 +148,17 @@ local function _dispatch(argv, ctx)
   return require("moat.cmd." .. name).main(filtered, ctx)
 end
 
+-- Parses `argv` of a command taking the options of `spec` and at most one DIR (default ".");
+-- returns opts and DIR's real path, or raises the usage error.
+function M.one_dir(ctx, argv, spec)
+  local opts, pos, rest = require("moat.args").parse(argv, spec)
+  if not opts then M.usage_error(ctx, pos) end
+  if rest or #pos > 1 then M.usage_error(ctx, ("moat %s takes at most one DIR"):format(ctx.command.name)) end
+  local real, err = require("moat.trust").realpath(pos[1] or ".")
+  if not real then exit.fail(exit.USAGE, err) end
+  return opts, real
+end
+
 -- Raises a usage failure for the current command with `msg`.
 function M.usage_error(ctx, msg)
   local c = ctx.command

@@ -1,7 +1,6 @@
 -- `moat trust [DIR]`: record what the workspace may do — the SHA-256 of every file under
 -- DIR/.moat/ (backends, modules, policy.lua) and of each guarded item of its config (secrets,
 -- env files, runtime, mounts, network, profiles) — until any of it changes.
-local args = require("moat.args")
 local cli = require("moat.cli")
 local exit = require("moat.exit")
 local text = require("moat.text")
@@ -41,12 +40,8 @@ end
 
 -- Entry point: returns the exit status.
 function M.main(argv, ctx)
-  local opts, pos, rest = args.parse(argv, M.SPEC)
-  if not opts then cli.usage_error(ctx, pos) end
-  if rest or #pos > 1 then cli.usage_error(ctx, "moat trust takes at most one DIR") end
+  local opts, real = cli.one_dir(ctx, argv, M.SPEC)
   local trust = require("moat.trust")
-  local real, err = trust.realpath(pos[1] or ".")
-  if not real then exit.fail(exit.USAGE, err) end
   -- The config is read to hash its guarded part; a broken config is still reported (exit 78).
   local cfg, cerr, ckind = require("moat.config").load(real, opts.config)
   if not cfg then exit.fail_kind(cerr, ckind) end

@@ -1,5 +1,5 @@
--- `moat untrust [DIR]`: forget the trust recorded for DIR; its .moat/ Lua no longer loads.
-local args = require("moat.args")
+-- `moat untrust [DIR]`: forget the trust recorded for DIR; its .moat/ Lua no longer loads and
+-- its config's secrets, env files, runtime, mounts and network need trust again.
 local cli = require("moat.cli")
 local exit = require("moat.exit")
 
@@ -10,16 +10,13 @@ M.OPTIONS = {}
 
 -- Entry point: returns the exit status.
 function M.main(argv, ctx)
-  local opts, pos, rest = args.parse(argv, M.SPEC)
-  if not opts then cli.usage_error(ctx, pos) end
-  if rest or #pos > 1 then cli.usage_error(ctx, "moat untrust takes at most one DIR") end
+  local _, real = cli.one_dir(ctx, argv, M.SPEC)
   local trust = require("moat.trust")
-  local real, err = trust.realpath(pos[1] or ".")
-  if not real then exit.fail(exit.USAGE, err) end
   local existed, uerr = trust.untrust(real)
   if existed == nil then exit.fail(exit.IOERR, uerr) end
   if existed then
-    io.stdout:write(("forgot the trust for %s; its .moat/ Lua will not load\n"):format(real))
+    io.stdout:write(("forgot the trust for %s; its .moat/ Lua and the guarded part of its config need"
+      .. " trust again\n"):format(real))
   else
     io.stdout:write(("%s was not trusted; nothing to forget\n"):format(real))
   end

@@ -52,54 +52,40 @@ function M.parse(self, v, cfg)
   end
 end
 
--- Merges `over` (profile entries, some { remove = true }) into `base` (config entries) by name,
--- marking where each came from. Returns the merged list; a removal of nothing is an error.
-local function _merge_named(base, over, from, what, errors)
-  local out, at = {}, {}
+local function _copy(e, from)
+  local copy = {}
+  for k, v in pairs(e) do copy[k] = v end
+  copy.from = from or copy.from or "config"
+  return copy
+end
+
+-- Merges `over` (profile entries, some { remove = true }) into `base` (config entries) by the
+-- field `key` (name; container for mounts), marking where each came from. Returns the merged
+-- list; a removal of nothing is an error.
+local function _merge_named(base, over, from, what, errors, key)
+  key = key or "name"
+  local out, at, removed = {}, {}, {}
   for _, e in ipairs(base) do
-    local copy = {}
-    for k, v in pairs(e) do copy[k] = v end
-    copy.from = copy.from or "config"
-    out[#out + 1] = copy
-    at[e.name] = #out
+    out[#out + 1] = _copy(e)
+    at[e[key]] = #out
   end
-  local removed = {}
   for _, e in ipairs(over) do
-    if e.remove and not at[e.name] then
+    local k = e[key]
+    if e.remove and not at[k] then
       errors[#errors + 1] = ("%s: %s %s: null removes a base entry, but the base has no %s"):format(
-        e.where, from, what, e.name)
+        e.where, from, what, k)
     elseif e.remove then
-      removed[e.name] = true
+      removed[k] = true
     else
-      local copy = {}
-      for k, v in pairs(e) do copy[k] = v end
-      copy.from = from
-      out[at[e.name] or #out + 1] = copy
-      at[e.name] = at[e.name] or #out
+      out[at[k] or #out + 1] = _copy(e, from)
+      at[k] = at[k] or #out
     end
   end
   local kept = {}
   for _, e in ipairs(out) do
-    if not removed[e.name] then kept[#kept + 1] = e end
+    if not removed[e[key]] then kept[#kept + 1] = e end
   end
   return kept
-end
-
--- Returns the base mounts with the profile's added; one for the same container path replaces.
-local function _merge_mounts(base, over, from)
-  local out, at = {}, {}
-  for _, m in ipairs(base) do
-    out[#out + 1] = m
-    at[m.container] = #out
-  end
-  for _, m in ipairs(over) do
-    local copy = {}
-    for k, v in pairs(m) do copy[k] = v end
-    copy.from = from
-    out[at[m.container] or #out + 1] = copy
-    at[m.container] = at[m.container] or #out
-  end
-  return out
 end
 
 -- Returns the profile name that `names` (array) lists closest to `want`, or nil.
@@ -124,15 +110,14 @@ function M.apply(cfg, pname)
   cfg.profile = pname
   cfg.secrets = _merge_named(cfg.secrets, prof.secrets, from, "secrets", errors)
   cfg.env = _merge_named(cfg.env, prof.env, from, "env", errors)
-  cfg.mounts = _merge_mounts(cfg.mounts, prof.mounts, from)
+  cfg.mounts = _merge_named(cfg.mounts, prof.mounts, from, "mount", errors, "container")
   for _, key in ipairs({ "image", "runtime", "network" }) do
     if prof[key] ~= nil then
       cfg[key] = prof[key]
       cfg.from[key] = from
     end
   end
-  if #errors > 0 then return nil, errors end
-  return true
+  return #errors == 0 or nil, errors
 end
 
 return M
