@@ -410,9 +410,7 @@ int luaopen_moat_c_json(lua_State *L)
         json_set_alloc_funcs(wiping_malloc, wiping_free);
         wiping = 1;
     }
-    if (luaL_newmetatable(L, BOX_MT))
-        luaL_setfuncs(L, box_meta, 0);
-    lua_pop(L, 1);
+    moat_class(L, BOX_MT, box_meta, NULL);
     luaL_newlibtable(L, funcs);
     lua_createtable(L, 0, 1);
     lua_pushliteral(L, "array");

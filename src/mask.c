@@ -358,11 +358,7 @@ static const luaL_Reg funcs[] = {
 
 int luaopen_moat_c_mask(lua_State *L)
 {
-    luaL_newmetatable(L, MASKER_MT);
-    luaL_setfuncs(L, masker_meta, 0);
-    luaL_newlib(L, masker_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    moat_class(L, MASKER_MT, masker_meta, masker_methods);
     luaL_newlib(L, funcs);
     return 1;
 }

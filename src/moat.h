@@ -90,6 +90,21 @@ static inline void moat_sentinel(lua_State *L, const char *key, lua_CFunction gc
     lua_pop(L, 1);
 }
 
+/* Registers the metatable `name` of a userdata type: its metamethods `meta` and, when given,
+ * its `methods` as __index. Leaves the stack as it was. */
+static inline void moat_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
+{
+    if (luaL_newmetatable(L, name)) {
+        luaL_setfuncs(L, meta, 0);
+        if (methods) {
+            lua_newtable(L);
+            luaL_setfuncs(L, methods, 0);
+            lua_setfield(L, -2, "__index");
+        }
+    }
+    lua_pop(L, 1);
+}
+
 #define MOAT_MOD(name) int luaopen_moat_c_##name(lua_State *L);
 
 #endif

@@ -1034,12 +1034,7 @@ int luaopen_moat_c_proc(lua_State *L)
 
     moat_sentinel(L, SENTINEL_KEY, sentinel_gc);
 
-    if (luaL_newmetatable(L, PROC_MT)) {
-        luaL_setfuncs(L, metamethods, 0);
-        luaL_newlib(L, methods);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
+    moat_class(L, PROC_MT, metamethods, methods);
     luaL_newlib(L, funcs);
     return 1;
 }

@@ -844,11 +844,7 @@ int luaopen_moat_c_system(lua_State *L)
 {
     if (sodium_init() < 0)
         return luaL_error(L, "libsodium failed to initialise");
-    luaL_newmetatable(L, LOG_MT);
-    luaL_setfuncs(L, log_meta, 0);
-    luaL_newlib(L, log_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    moat_class(L, LOG_MT, log_meta, log_methods);
     luaL_newmetatable(L, FD_MT);
     lua_pushcfunction(L, fd_close);
     lua_setfield(L, -2, "__gc");

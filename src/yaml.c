@@ -388,17 +388,16 @@ static const luaL_Reg parser_meta[] = {
 
 int luaopen_moat_c_yaml(lua_State *L)
 {
-    if (luaL_newmetatable(L, PARSER_MT))
-        luaL_setfuncs(L, parser_meta, 0);
-    lua_pop(L, 1);
+    moat_class(L, PARSER_MT, parser_meta, NULL);
     luaL_newlib(L, funcs);
+    static const struct { const char *name; lua_Integer value; } limits[] = {
+        { "bytes", LIMIT_BYTES }, { "depth", LIMIT_DEPTH }, { "nodes", LIMIT_NODES },
+    };
     lua_createtable(L, 0, 3);
-    lua_pushinteger(L, LIMIT_BYTES);
-    lua_setfield(L, -2, "bytes");
-    lua_pushinteger(L, LIMIT_DEPTH);
-    lua_setfield(L, -2, "depth");
-    lua_pushinteger(L, LIMIT_NODES);
-    lua_setfield(L, -2, "nodes");
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        lua_pushinteger(L, limits[i].value);
+        lua_setfield(L, -2, limits[i].name);
+    }
     lua_setfield(L, -2, "LIMITS");
     return 1;
 }
