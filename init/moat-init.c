@@ -25,6 +25,7 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <poll.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_INPUT (64u * 1024u * 1024u)
@@ -334,6 +335,33 @@ static int slirp_ready(int fd)
     return r > 0 && read(fd, &c, 1) == 1;
 }
 
+/* Waits until the sandbox's loopback is up: bwrap sets it up right after it reports the pid,
+ * and slirp4netns brings lo up too; the two racing make bwrap fail. The netns's local routing
+ * table shows 127.0.0.1 once lo is up. Returns 1 when it is, 0 when bwrap ended or 10 s passed. */
+static int loopback_ready(long target, pid_t bwrap)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/net/fib_trie", target);
+    for (int i = 0; i < 2000; i++) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return 0;
+        char text[4096];
+        ssize_t n = read(fd, text, sizeof text - 1);
+        close(fd);
+        text[n > 0 ? n : 0] = '\0';
+        if (strstr(text, "127.0.0.1"))
+            return 1;
+        siginfo_t info;
+        memset(&info, 0, sizeof info);
+        if (waitid(P_PID, (id_t)bwrap, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == bwrap)
+            return 0;
+        struct timespec pause = { 0, 5 * 1000 * 1000 };
+        nanosleep(&pause, NULL);
+    }
+    return 0;
+}
+
 static void pipe_cloexec(int fds[2])
 {
     if (pipe2(fds, O_CLOEXEC) != 0)
@@ -394,6 +422,11 @@ static int run_slirp(const char *slirp, char **argv, int argc)
     close(info[0]);
     if (target <= 0) {
         close(block[1]);
+        return mirror(wait_for(bw));
+    }
+    if (!loopback_ready(target, bw)) {
+        close(block[1]);
+        kill(bw, SIGKILL);
         return mirror(wait_for(bw));
     }
     fcntl(ready[1], F_SETFD, 0);
