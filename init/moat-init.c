@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -183,11 +184,13 @@ static int run_from(const char *fifo, char **argv)
     return err == ENOENT || err == ENOTDIR ? 127 : 126;
 }
 
-/* Dies with the parent (moat): a helper must not outlive the run it serves. */
+/* Dies with the parent (moat): a helper must not outlive the run it serves. It holds the
+ * values (in memory, in its environ), so like moat it is not dumpable: no core file, no
+ * /proc/<pid>/environ for other processes of the same user. */
 static void tie_to_parent(void)
 {
     pid_t parent = getppid();
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent || prctl(PR_SET_DUMPABLE, 0) != 0)
         exit(FAILED);
 }
 
@@ -225,6 +228,8 @@ static int run_mkfifo(const char *path)
 static int mirror(int st)
 {
     if (WIFSIGNALED(st)) {
+        struct rlimit none = { 0, 0 };
+        setrlimit(RLIMIT_CORE, &none);
         signal(WTERMSIG(st), SIG_DFL);
         kill(getpid(), WTERMSIG(st));
         return 128 + WTERMSIG(st);
