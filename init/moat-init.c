@@ -14,14 +14,19 @@
  * Records are netstrings, "LEN:NAME=VALUE," with LEN the decimal byte count of NAME=VALUE,
  * ended by "0:,". A stream without that end is refused: a half-written set of values never
  * starts the command. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/route.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -367,6 +372,59 @@ static int loopback_ready(long target, pid_t bwrap)
     return 0;
 }
 
+static int wait_for(pid_t pid)
+{
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return st;
+}
+
+/* Joins namespace `kind` (user, net) of process `target`, unless it is already ours. */
+static int join_ns(long target, const char *kind, int nstype)
+{
+    char path[64], self[64];
+    struct stat a, b;
+    snprintf(path, sizeof path, "/proc/%ld/ns/%s", target, kind);
+    snprintf(self, sizeof self, "/proc/self/ns/%s", kind);
+    if (stat(path, &a) != 0 || stat(self, &b) != 0)
+        return -1;
+    if (a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+        return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int r = fd >= 0 ? setns(fd, nstype) : -1;
+    if (fd >= 0)
+        close(fd);
+    return r;
+}
+
+/* In the sandbox's network namespace, makes 169.254.0.0/16 unreachable: slirp4netns would
+ * otherwise carry packets to the LAN's link-local addresses (a cloud's metadata service among
+ * them). Done in a child, so that this process keeps its own namespaces. Returns 1 when done. */
+static int block_link_local(long target)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (join_ns(target, "user", CLONE_NEWUSER) != 0 || join_ns(target, "net", CLONE_NEWNET) != 0)
+            _exit(1);
+        struct rtentry route;
+        memset(&route, 0, sizeof route);
+        struct sockaddr_in *dst = (struct sockaddr_in *)&route.rt_dst;
+        struct sockaddr_in *mask = (struct sockaddr_in *)&route.rt_genmask;
+        dst->sin_family = mask->sin_family = AF_INET;
+        dst->sin_addr.s_addr = htonl(0xA9FE0000u);
+        mask->sin_addr.s_addr = htonl(0xFFFF0000u);
+        route.rt_flags = RTF_UP | RTF_REJECT;
+        int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        _exit(sock >= 0 && ioctl(sock, SIOCADDRT, &route) == 0 ? 0 : 1);
+    }
+    if (pid < 0)
+        return 0;
+    int st = wait_for(pid);
+    return st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
 static void pipe_cloexec(int fds[2])
 {
     if (pipe2(fds, O_CLOEXEC) != 0)
@@ -383,15 +441,6 @@ static void install_forwarding(void)
     int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
         sigaction(sigs[i], &sa, NULL);
-}
-
-static int wait_for(pid_t pid)
-{
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    return st;
 }
 
 /* Stops a slirp4netns that did not come up and the sandbox it was meant for. */
@@ -439,7 +488,7 @@ static int run_slirp(const char *slirp, char **argv, int argc)
     pid_t sl = start_slirp(slirp, target, ready[1], ex[0]);
     close(ready[1]);
     close(ex[0]);
-    if (!slirp_ready(ready[0]))
+    if (!slirp_ready(ready[0]) || !block_link_local(target))
         return slirp_failed(bw, sl);
     close(ready[0]);
     if (write_all(block[1], "1", 1) != 0)

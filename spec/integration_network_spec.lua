@@ -27,7 +27,8 @@ import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 threading.Event().wait()
 ]]
 
--- Tries each address; prints "name:ok" or "name:fail" for each.
+-- Tries each address on loopback or slirp's gateway; prints "name:ok" or "name:fail" for each,
+-- whether tap0 exists, and whether link-local addresses have a reject route.
 local PROBE = [[
 import socket, sys
 port, name = int(sys.argv[1]), sys.argv[2]
@@ -42,6 +43,10 @@ attempt("loopback", socket.AF_INET, ("127.0.0.1", port))
 attempt("gateway", socket.AF_INET, ("10.0.2.2", port))
 attempt("abstract", socket.AF_UNIX, "\0" + name)
 print("tap0:%s" % ("yes" if "tap0" in open("/proc/net/dev").read() else "no"))
+# Link-local addresses must be unreachable; read the routing table rather than send anything.
+rejected = any(f[1] == "0000FEA9" and f[7] == "0000FFFF" and int(f[3], 16) & 0x200
+               for f in (l.split() for l in open("/proc/net/route").readlines()[1:]))
+print("linklocal:%s" % ("rejected" if rejected else "routed"))
 ]]
 
 describe("bwrap network and hidden state (real bwrap, slirp4netns)", function()
@@ -104,17 +109,17 @@ describe("bwrap network and hidden state (real bwrap, slirp4netns)", function()
     assert.matches("abstract:ok", r.stdout, 1, true)
   end)
 
-  it("private (the default): own namespace with slirp4netns; no host loopback, gateway or abstract socket", function()
+  it("private (the default): slirp4netns; no host loopback, gateway, abstract socket or link-local route", function()
     if not usable then pending(need.missing("bwrap network", why)) return end
     local res = probe("")
-    assert.same({ loopback = "fail", gateway = "fail", abstract = "fail", tap0 = "yes" }, res)
+    assert.same({ loopback = "fail", gateway = "fail", abstract = "fail", tap0 = "yes", linklocal = "rejected" }, res)
   end)
 
   it("none: own namespace without any interface but lo; host: the host's network", function()
     if not usable then pending(need.missing("bwrap network", why)) return end
-    assert.same({ loopback = "fail", gateway = "fail", abstract = "fail", tap0 = "no" }, probe("network: none\n"))
-    assert.same({ loopback = "fail", gateway = "fail", abstract = "fail", tap0 = "no" },
-      probe("", { MOAT_NETWORK = "none" }))
+    local none = { loopback = "fail", gateway = "fail", abstract = "fail", tap0 = "no", linklocal = "routed" }
+    assert.same(none, probe("network: none\n"))
+    assert.same(none, probe("", { MOAT_NETWORK = "none" }))
     local res = probe("network: host\n")
     assert.equal("ok", res.loopback)
     assert.equal("ok", res.abstract)
