@@ -160,7 +160,9 @@ end
 -- sandbox always has its own network namespace but with network: host.
 function M.launch(spec, env)
   local net, init, slirp, why = M.network(spec)
-  local argv = { "bwrap", "--die-with-parent", "--unshare-all" }
+  -- Run as root, bwrap would leave the command every capability: enough to unmount the tmpfs
+  -- over moat's home or drop the network's reject route. It gets none.
+  local argv = { "bwrap", "--die-with-parent", "--unshare-all", "--cap-drop", "ALL" }
   local function add(...) for _, a in ipairs({ ... }) do argv[#argv + 1] = a end end
   if net == "host" then add("--share-net") end
   -- Without a TTY of its own the command gets a new session, so it cannot push input into
