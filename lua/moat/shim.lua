@@ -92,6 +92,8 @@ end
 function M.image_command(client, image, run)
   local out, err = _inspect(client, image, run)
   if not out then
+    require("moat.ui").progress(("pulling image %s (its entrypoint and command are needed first)")
+      :format(require("moat.text").show(image)))
     local p = run({ client, "pull", "--quiet", image }, M.PULL_MS)
     if p and p.code == 0 then out, err = _inspect(client, image, run) end
   end
