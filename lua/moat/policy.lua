@@ -58,7 +58,7 @@ function M.view(plan)
   return _readonly({
     name = plan.name, workspace = plan.workspace, image = plan.image, command = plan.command,
     runtime = plan.runtime, interactive = plan.interactive, container = plan.container or {},
-    mounts = plan.mounts or {}, env = env, secrets = secrets,
+    mounts = plan.mounts or {}, env = env, secrets = secrets, network = plan.network, profile = plan.profile,
   })
 end
 

@@ -77,9 +77,15 @@ local function _network(environ)
   return v
 end
 
--- Applies the command-line options that override the plan (command, image, interactive).
+-- Applies the command-line options that override the plan (command, image, interactive) and
+-- settles what policies see: the runtime asked for, the network, the profile. Returns true |
+-- nil, message, kind.
 local function _apply(s, o, cfg)
   local p = s.plan
+  local net, nerr = _network(s.environ)
+  if nerr then return nil, nerr, "usage" end
+  -- network: in the config (or its profile) wins over MOAT_NETWORK, as runtime: does.
+  p.network, p.profile = cfg.network or net or "private", cfg.profile or o.profile
   if o.name then p.name = o.name end
   if o.command then p.command = o.command end
   if o.interactive then p.interactive = true end
@@ -92,6 +98,7 @@ local function _apply(s, o, cfg)
   end
   -- Policy scripts see the runtime that was asked for (auto-detection comes after them).
   p.runtime = o.runtime or p.runtime or (s.environ.MOAT_RUNTIME ~= "" and s.environ.MOAT_RUNTIME) or nil
+  return true
 end
 
 -- Checks the workspace's trust: its place, its .moat/ Lua and the guarded part of its config.
@@ -132,7 +139,8 @@ local function _load(s, o)
   -- From here on, what runs: the profile merged and the env files read (trust saw the file's words).
   cfg = cfg.effective or cfg
   s.plan, s.plain, s.cfg = plan, plain, cfg
-  _apply(s, o, cfg)
+  local applied, aerr, akind = _apply(s, o, cfg)
+  if not applied then return nil, aerr, akind end
   for _, w in ipairs(plan.warnings) do ui.warn(w) end
   return s
 end
@@ -160,11 +168,9 @@ local function _runtime(s, o)
   if not rt then return nil, how, skipped end
   for _, r in ipairs(skipped) do ui.debug(1, ("runtime %s skipped: %s"):format(r.name, r.reason)) end
   ui.debug(1, ("runtime %s (%s)"):format(rt.name, how))
-  local network, nerr = _network(s.environ)
-  if nerr then return nil, nerr, "usage" end
-  -- network: in the config (or its profile) wins over MOAT_NETWORK; private is the runtime's default.
-  if s.cfg.network then network = s.cfg.network ~= "private" and s.cfg.network or nil end
   local p = s.plan
+  -- private is each runtime's default: the spec names only another choice.
+  local network = p.network ~= "private" and p.network or nil
   local names = {}
   for _, e in ipairs(p.env) do names[#names + 1] = e.name end
   for _, e in ipairs(p.secrets) do names[#names + 1] = e.name end
@@ -267,7 +273,7 @@ function M.summary(s)
   local text = require("moat.text")
   return ("%s, %s, network %s, %s%s"):format(rt.name,
     rt.uses_image == false and "host filesystem (image ignored)" or ("image " .. text.show(p.image)),
-    s.spec.network or "default", text.count(#p.secrets, "secret"),
+    rt.name == "host" and "host (no isolation)" or p.network, text.count(#p.secrets, "secret"),
     #parts > 0 and (" (" .. table.concat(parts, ", ") .. ")") or "")
 end
 
