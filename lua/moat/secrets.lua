@@ -317,6 +317,13 @@ function M.check(plan, opts)
   opts = opts or {}
   local proc = require("moat.proc")
   local state = _new_state(opts)
+  -- Nothing is fetched, but what the host already holds is known: plain values and the host
+  -- variables env:// names. A backend CLI that echoes one in its failure must not show it.
+  for _, v in pairs(opts.plain or {}) do state.known[#state.known + 1] = v end
+  for _, s in ipairs(plan.secrets) do
+    local v = s.backend == "env" and s.parsed and state.env_map[s.parsed.var]
+    if v then state.known[#state.known + 1] = v end
+  end
   local out, by = {}, {}
   for _, s in ipairs(plan.secrets) do
     if not by[s.backend] then
@@ -341,7 +348,8 @@ function M.check(plan, opts)
         if not ok then
           c.ok, c.reason = false, "the backend's check raised an error: " .. scrub.text(tostring(good), {}, 300)
         elseif not good then
-          c.ok, c.reason, c.fix = false, reason or "the backend is not usable", fix
+          c.ok, c.reason = false, scrub.text(reason or "the backend is not usable", state.known)
+          c.fix = fix and scrub.text(fix, state.known) or nil
         end
       end
     end

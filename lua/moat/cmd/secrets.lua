@@ -62,8 +62,8 @@ local function _row_format(list, status, last)
   return ("%%-%ds  %%-%ds  %%-%ds  %s\n"):format(w[1], w[2], w[3], last)
 end
 
-local function _validate(plan, limits, as_json)
-  local checks = require("moat.secrets").check(plan, limits)
+local function _validate(plan, plain, limits, as_json)
+  local checks = require("moat.secrets").check(plan, { jobs = limits.jobs, timeout = limits.timeout, plain = plain })
   local usable = {}
   local bad = 0
   for _, c in ipairs(checks) do
@@ -147,7 +147,7 @@ function M.main(argv, ctx)
     profile = require("moat.config").chosen_profile(opts.profile, require("moat.c.system").environ()),
     purpose = "check" })
   if not s then exit.fail_kind(err, kind) end
-  if not opts.resolve then return _validate(s.plan, limits, opts.json) end
+  if not opts.resolve then return _validate(s.plan, s.plain, limits, opts.json) end
   -- INT, TERM or HUP while fetching stops every backend and ends the audited run as interrupted.
   local _stops <close> = require("moat.proc").hold_stops() -- luacheck: ignore 211 (held for its <close>)
   local res, rerr, rkind, failed = session.resolve(s)
