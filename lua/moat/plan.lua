@@ -108,6 +108,15 @@ local function _merge(base, entries, what, field, refuse, errors)
   return out, at
 end
 
+-- The -e entries that assign a value (NAME=VALUE); the others pass a host variable through.
+local function _assigns(extra)
+  local out = {}
+  for _, entry in ipairs(extra.env or {}) do
+    if entry:find("=", 1, true) then out[#out + 1] = entry end
+  end
+  return out
+end
+
 local function _env(cfg, extra, errors)
   return _merge(cfg.env, extra.env, "-e", "value", function(v)
     return v:find("%z") and "the value must not contain NUL bytes" or nil
@@ -120,7 +129,7 @@ local function _passthrough(extra, env, env_at, wanted, errors)
   for _, entry in ipairs(extra.env or {}) do
     local why = not entry:find("=", 1, true) and config.check_name(entry)
     if why then
-      errors[#errors + 1] = ("-e %s: the name %s"):format(text.show(entry), why)
+      errors.usage = ("-e %s: '%s' %s"):format(text.show(entry), text.show(entry), why)
     elseif why == nil then
       local kept = {}
       for _, e in ipairs(env) do
@@ -155,14 +164,14 @@ local function _warn_for(s, plain, warnings)
   end
 end
 
--- Returns nil when the command-line entries of `extra` are well-formed NAME=… words, else the
--- usage error: checked before anything is loaded.
+-- Returns nil when the command-line entries of `extra` (--secret NAME=REF, -e NAME[=VALUE])
+-- are well-formed, else the usage error: checked before anything is loaded or trusted.
 function M.usage(extra)
-  for _, entry in ipairs((extra or {}).secrets or {}) do
-    local name, err = _split(entry, "--secret")
-    if not name then return err end
-  end
-  return nil
+  extra = extra or {}
+  local errors, none = {}, { env = {}, secrets = {} }
+  local env, env_at = _env(none, { env = _assigns(extra) }, errors)
+  _passthrough(extra, env, env_at, _wanted(none, extra, errors), errors)
+  return errors.usage
 end
 
 -- Builds the plan from `cfg` (config.load) and `extra` = { secrets = {"NAME=REF"}, env = {"NAME=VALUE"
@@ -175,11 +184,7 @@ function M.build(cfg, extra)
   extra = extra or {}
   local errors, warnings = {}, {}
   for _, w in ipairs(cfg.warnings or {}) do warnings[#warnings + 1] = w end
-  local assigns = {}
-  for _, entry in ipairs(extra.env or {}) do
-    if entry:find("=", 1, true) then assigns[#assigns + 1] = entry end
-  end
-  local env, env_at = _env(cfg, { env = assigns }, errors)
+  local env, env_at = _env(cfg, { env = _assigns(extra) }, errors)
   local wanted = _wanted(cfg, extra, errors)
   env, env_at, wanted = _passthrough(extra, env, env_at, wanted, errors)
   if errors.usage then return nil, errors.usage, "usage" end

@@ -234,7 +234,8 @@ function M.status(dir, cfg)
   local st = { real = real, files = files, items = items, record = rec, invalid = rerr }
   st.changed, st.added, st.removed = _diff(files, rec and rec.files or {})
   local c = { show = show }
-  c.changed, c.added, c.removed = _diff(now, rec and rec.config or {})
+  -- Without a config (moat backends, the loader), only the .moat/ files are compared.
+  c.changed, c.added, c.removed = _diff(now, cfg and rec and rec.config or {})
   st.config = c
   local lua_diff = #st.changed + #st.added + #st.removed
   local config_diff = #c.changed + #c.added + #c.removed
