@@ -22,13 +22,17 @@ M.EXIT = {
   { tostring(exit.UNAVAILABLE), "a secret could not be resolved, or no runtime is usable" },
   { tostring(exit.SOFTWARE), "internal error (a bug in moat)" },
   { tostring(exit.IOERR), "the audit log could not be written" },
-  { tostring(exit.NOPERM), "a policy denied the run, or the workspace's .moat/ is not trusted" },
+  { tostring(exit.NOPERM), "a policy denied the run, the workspace (its .moat/ or its config's guarded part)"
+    .. " is not trusted, or the workspace is where moat keeps its state" },
   { tostring(exit.CONFIG), "invalid config (file:line:col in the message)" },
 }
 
 M.ENVIRONMENT = {
   { "MOAT_RUNTIME", "the runtime when neither --runtime nor the config names one" },
-  { "MOAT_HOME", "audit logs, keys and trust records (default ~/.moat)" },
+  { "MOAT_HOME", "audit logs, keys and trust records (default ~/.moat; must be absolute)" },
+  { "MOAT_PROFILE", "the profile when --profile is not given" },
+  { "MOAT_NETWORK", "the network (private, none, host) when the config names none" },
+  { "MOAT_GRACE_MS", "how long the command has to stop after a forwarded TERM or HUP (default 10000)" },
   { "MOAT_LUA_PATH", "directories (colon-separated) searched for Lua modules before the user's" },
   { "XDG_CONFIG_HOME", "the user's Lua modules live in $XDG_CONFIG_HOME/moat/lua (default ~/.config)" },
   { "MOAT_SITE_DIR", "the site's directory: policy.lua and lua/ (default /etc/moat)" },
