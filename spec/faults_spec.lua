@@ -104,7 +104,7 @@ describe("fault injection", function()
         op = "op did not finish within 1 s and was killed", aws = "aws did not finish within 1 s and was killed" },
       { mode = "orphan", why = "exits with an error while a grandchild holds its stdout",
         op = "op failed: fault: the grandchild keeps the pipe open", aws = "failed",
-        kinds = { A = "backend_error", S = "unavailable", W = "unavailable" } },
+        kinds = { A = "backend_error", S = "backend_error", W = "backend_error" } },
       { mode = "flood", why = "prints without end", kind = "output_limit",
         op = "op printed more than 16 MiB and was killed", aws = "aws printed more than 16 MiB and was killed" },
       { mode = "segv", why = "dies by SIGSEGV", kind = "backend_error",
@@ -150,8 +150,8 @@ describe("fault injection", function()
       assert.is_nil(err:find("not JSON <html>", 1, true))
       nothing_left(out, err)
       local _, by = audit_records()
-      assert.equal("unavailable", by.S.data.kind)
-      assert.equal("unavailable", by.W.data.kind)
+      assert.equal("backend_error", by.S.data.kind)
+      assert.equal("backend_error", by.W.data.kind)
     end)
 
     it("a backend CLI that echoes a value on stderr while failing: the value stays hidden", function()
@@ -195,9 +195,17 @@ describe("fault injection", function()
       end
     end
 
+    -- These runs take their config from outside the workspace (the user's own words), so no
+    -- trust record is written: the first write to $MOAT_HOME is the audit log's.
+    local function own_config()
+      t.write(home .. "/own.yaml", CONFIG)
+      return home .. "/own.yaml"
+    end
+
     it("a full disk before the first run (no key yet): exit 74 naming the audit log, nothing launched", function()
+      local own = own_config()
       with_full_disk(function()
-        local code, out, err = moat({ "run", ws, "--runtime", "host", "--", "touch", "ran" },
+        local code, out, err = moat({ "run", ws, "--config", own, "--runtime", "host", "--", "touch", "ran" },
           { MOAT_HOME = mnt .. "/moat", FAULT_MODE = "segv" })
         assert.equal(74, code, err)
         assert.matches("audit log", err, 1, true)
@@ -210,8 +218,9 @@ describe("fault injection", function()
 
     it("a full disk once the keys exist: exit 74 before any backend runs, nothing launched", function()
       local log = bin .. "/calls.log"
+      local own = own_config()
       with_full_disk(function()
-        local code, out, err = moat({ "run", ws, "--runtime", "host", "--", "touch", "ran" },
+        local code, out, err = moat({ "run", ws, "--config", own, "--runtime", "host", "--", "touch", "ran" },
           { MOAT_HOME = mnt .. "/moat", FAULT_MODE = "segv", FAULT_LOG = log })
         assert.equal(74, code, err)
         assert.matches("audit log", err, 1, true)
@@ -222,7 +231,7 @@ describe("fault injection", function()
         assert.is_nil(P.read(log))
       end, function()
         -- A first run that fails (exit 69) makes the keys and one run directory.
-        local code = moat({ "run", ws, "--runtime", "host", "--", "touch", "ran" },
+        local code = moat({ "run", ws, "--config", own, "--runtime", "host", "--", "touch", "ran" },
           { MOAT_HOME = mnt .. "/moat", FAULT_MODE = "segv" })
         assert.equal(69, code)
         assert.is_true(exists(mnt .. "/moat/keys"))
@@ -237,7 +246,7 @@ describe("fault injection", function()
       assert.equal(0, t.exec({ "chmod", "0777", ws }).code)
       assert(lfs.mkdir(home .. "/moat"))
       assert.equal(0, t.exec({ "chmod", "0755", home .. "/moat" }).code)
-      local code, out, err = moat({ "run", ws, "--runtime", "host", "--", "touch", "ran" },
+      local code, out, err = moat({ "run", ws, "--config", own_config(), "--runtime", "host", "--", "touch", "ran" },
         { FAULT_MODE = "segv" }, as_nobody)
       assert.equal(74, code, err)
       assert.matches("audit log", err, 1, true)
@@ -262,55 +271,55 @@ describe("fault injection", function()
       assert.is_false(exists(home .. "/moat/runs"))
     end)
 
-    it("with every secret resolvable, a docker client whose daemon is down: 125 and the failure audited", function()
-      t.write(ws .. "/moat.yaml", "name: faults\nsecrets:\n  TOKEN: env://T_TOKEN\n")
-      local log = bin .. "/calls.log"
-      assert.equal(0, t.exec({ "ln", "-s", FAULT, bin .. "/docker" }).code)
-      local code, out, err = moat({ "run", ws, "--runtime", "docker", "--image", "busybox", "--", "touch", "ran" },
-        { DOCKER_FAULT_MODE = "daemon-down", DOCKER_FAULT_LOG = log })
-      assert.equal(125, code, err)
-      assert.matches("Is the docker daemon running?", err, 1, true)
-      -- Asked for by name, docker is not probed: its client runs once, with no value in its argv.
-      local calls = assert(P.read(log))
-      assert.matches("^docker run %-%-rm %-%-name moat%-[^\n]* busybox touch ran\n$", calls)
-      assert.is_nil(calls:find(TOKEN, 1, true))
-      nothing_left(out, err)
-      local recs = audit_records()
-      local types = {}
-      for _, r in ipairs(recs) do types[#types + 1] = r.type end
-      assert.same({ "run.started", "secret.resolved", "container.started", "container.exited", "run.finished" }, types)
-      assert.equal(125, recs[4].data.status)
-      assert.equal(125, recs[5].data.exit)
-    end)
+    -- With a local engine the values travel through moat's init shim, so moat first reads the
+    -- image's entrypoint: a daemon that is down stops the run there, before any launch.
+    it("with every secret resolvable, a docker client whose daemon is down: 69 naming it, nothing launched, audited",
+      function()
+        t.write(ws .. "/moat.yaml", "name: faults\nsecrets:\n  TOKEN: env://T_TOKEN\n")
+        local log = bin .. "/calls.log"
+        assert.equal(0, t.exec({ "ln", "-s", FAULT, bin .. "/docker" }).code)
+        local code, out, err = moat({ "run", ws, "--runtime", "docker", "--image", "busybox", "--", "touch", "ran" },
+          { DOCKER_FAULT_MODE = "daemon-down", DOCKER_FAULT_LOG = log })
+        assert.equal(69, code, err)
+        assert.matches("Is the docker daemon running?", err, 1, true)
+        -- Asked for by name, docker is not probed; no client call carried a value, none ran a container.
+        local calls = assert(P.read(log))
+        assert.is_nil(calls:find("docker run", 1, true))
+        assert.is_nil(calls:find(TOKEN, 1, true))
+        nothing_left(out, err)
+        local recs = audit_records()
+        local types = {}
+        for _, r in ipairs(recs) do types[#types + 1] = r.type end
+        assert.same({ "run.started", "secret.resolved", "run.finished" }, types)
+        assert.equal("launch", recs[3].data.kind)
+        assert.equal(69, recs[3].data.exit)
+      end)
 
-    it("the real docker client with no daemon at DOCKER_HOST: 125, no container, audited", function()
+    it("the real docker client with no daemon at DOCKER_HOST: 69, no container, audited", function()
       if not t.which("docker") then pending(need.missing("the docker client")) return end
       t.write(ws .. "/moat.yaml", "name: faults\nsecrets:\n  TOKEN: env://T_TOKEN\n")
       local code, out, err = moat({ "run", ws, "--runtime", "docker", "--image", "busybox", "--", "touch",
         "/workspace/ran" }, { PATH = os.getenv("PATH"), DOCKER_HOST = "unix://" .. tmp .. "/no-daemon.sock" })
-      assert.equal(125, code, err)
+      assert.equal(69, code, err)
       assert.matches("Cannot connect to the Docker daemon", err, 1, true)
       nothing_left(out, err)
       local recs = audit_records()
-      assert.equal("container.exited", recs[#recs - 1].type)
-      assert.equal(125, recs[#recs - 1].data.status)
-      assert.equal(125, recs[#recs].data.exit)
+      assert.equal("run.finished", recs[#recs].type)
+      assert.equal("launch", recs[#recs].data.kind)
+      assert.equal(69, recs[#recs].data.exit)
     end)
 
-    it("a docker client that cannot be executed: exit 69 naming it, launch failure audited", function()
+    it("a docker client that cannot be executed: exit 69 naming it, nothing recorded", function()
       t.write(ws .. "/moat.yaml", "name: faults\nsecrets:\n  TOKEN: env://T_TOKEN\n")
       t.write(bin .. "/docker", "#!/bin/sh\ntouch " .. ws .. "/ran\n")
       assert.equal(0, t.exec({ "chmod", "0644", bin .. "/docker" }).code)
       local code, out, err = moat({ "run", ws, "--runtime", "docker", "--image", "busybox", "--", "true" },
         { PATH = bin })
       assert.equal(69, code, err)
-      assert.matches("cannot start docker", err, 1, true)
+      -- Only an executable file counts as the client, found before anything is recorded.
+      assert.matches("runtime docker (from --runtime) is not usable: no docker on PATH", err, 1, true)
       nothing_left(out, err)
-      local recs = audit_records()
-      local last = recs[#recs]
-      assert.equal("run.finished", last.type)
-      assert.equal("launch", last.data.kind)
-      assert.equal(69, last.data.exit)
+      assert.is_false(exists(home .. "/moat/runs"))
     end)
   end)
 end)

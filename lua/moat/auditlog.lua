@@ -144,7 +144,10 @@ function M.ensure_keys()
   if not ok then return nil, err, kind end
   ok, err, kind = _mkdir(dir, true)
   if ok == nil then return nil, err, kind end
-  return _read_hex_key(sec, 64) or _make_keys(sec, pub, dir)
+  local key = _read_hex_key(sec, 64)
+  if key then return key end
+  -- A failure keeps its message: `a or f()` would keep only f's first result.
+  return _make_keys(sec, pub, dir)
 end
 
 -- Takes run.started fields {name, workspace, runtime, image, command, version}; creates

@@ -11,11 +11,13 @@ local M = {}
 
 -- Calls `fn` on the audit run; an audit failure of any shape becomes nil, message, "audit".
 local function _audit(fn, ...)
-  local ok, a, b = pcall(fn, ...)
-  if ok and (a or b == nil) then return a or true end
-  local msg = ok and tostring(b) or exit.is_failure(a) and a.message or tostring(a)
+  local ok, a, b, c = pcall(fn, ...)
+  if ok and a then return a end
+  local msg = ok and tostring(b or "the audit log could not be written")
+    or exit.is_failure(a) and a.message or tostring(a)
   if not msg:find("^audit") then msg = "audit log: " .. msg end
-  return nil, msg, "audit"
+  -- An unusable MOAT_HOME (relative, unset) is the user's setting to fix (78); the rest is I/O.
+  return nil, msg, (ok and c == "config") and "config" or "audit"
 end
 
 -- Opens the audit run for `s` once; returns it | nil, message, "audit".
@@ -33,8 +35,8 @@ local function _log(s)
 end
 
 local function _commit(s)
-  if s.log and s.log.commit then return _audit(s.log.commit, s.log) end
-  return true
+  if not s.log then return true end
+  return _audit(s.log.commit, s.log)
 end
 
 -- Finishes the audit run (if one is open) with `fields`; returns true | nil, message, "audit".
@@ -215,6 +217,10 @@ function M.resolve(s)
   if s.opts.audit then
     log, err, kind = _log(s)
     if not log then return nil, err, kind end
+    -- run.started is durable before any backend is asked: a log that cannot be written stops
+    -- the run here (74), not after secrets were fetched.
+    local ok, cerr = _commit(s)
+    if not ok then return _fail(s, { outcome = "failed", kind = "audit", exit = exit.IOERR }, cerr, "audit") end
   end
   -- A stop signal now, or while backends run (they are stopped), ends the run as interrupted.
   local sig = _stopped()
