@@ -40,8 +40,16 @@ describe("nothing runs that was not recorded", function()
       return pending(need.missing("a tmpfs mount", (m.stderr:gsub("\n", " "))))
     end
     local ok, e = pcall(function()
-      t.write(ws .. "/moat.yaml", "name: full\nsecrets:\n  A: op://vault/item/field\n")
-      t.write(home .. "/data.lua", 'return { ["op://vault/item/field"] = "value-of-a-0123456789" }\n')
+      -- run.started is made durable before the backends run, so its page of the log exists; the
+      -- records that follow (60 secrets) need pages of their own, which the full disk refuses.
+      local yaml, data = { "name: full", "secrets:" }, { "return {" }
+      for i = 1, 60 do
+        local ref = ("op://vault/item-with-a-longer-name-%02d/field"):format(i)
+        yaml[#yaml + 1] = ("  SECRET_WITH_A_LONG_NAME_%02d: %s"):format(i, ref)
+        data[#data + 1] = ("[%q] = %q,"):format(ref, i == 1 and "value-of-a-0123456789" or ("v" .. i .. "-xxxxxxxx"))
+      end
+      t.write(ws .. "/moat.yaml", table.concat(yaml, "\n") .. "\n")
+      t.write(home .. "/data.lua", table.concat(data, "\n") .. "}\n")
       local p = assert(proc.spawn(argv("--", "touch", ws .. "/ran"),
         { env = env({ MOAT_HOME = mnt .. "/moat" }), stdout = "pipe", stderr = "pipe", timeout = 60000 }))
       -- The backend runs: the run has started (keys made, nothing of its log written yet).
