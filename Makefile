@@ -68,10 +68,11 @@ test: all
 # The quick loop: every spec but those named below, in well under a minute. A spec joins by
 # being a spec/*_spec.lua; it stays out only if it starts real daemons (integration_*), runs
 # the suite again (sanitizers), builds and installs copies (install), or drives moat through
-# timed kill and fault scenarios (leaks, faults). `make test` runs all of them.
+# timed kill and fault scenarios (leaks, faults), or runs `make bench` (bench). `make test` runs
+# all of them.
 SPECS       := $(wildcard spec/*_spec.lua)
 SLOW_SPECS  := $(wildcard spec/integration_*_spec.lua) spec/sanitizers_spec.lua spec/install_spec.lua \
-               spec/leaks_spec.lua spec/faults_spec.lua
+               spec/leaks_spec.lua spec/faults_spec.lua spec/bench_spec.lua
 CHECK_SPECS := $(filter-out $(SLOW_SPECS),$(SPECS))
 check: all
 	spec/run $(CHECK_SPECS)

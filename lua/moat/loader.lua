@@ -201,10 +201,8 @@ function M.setup(opts)
   M._builtin_dir = opts.builtin
   M._has_chunk, M._load_chunk = opts.has_chunk, opts.load_chunk
   M.dirs = {}
-  for dir in (os.getenv("MOAT_LUA_PATH") or ""):gmatch("[^:]+") do _insert(dir, "env") end
-  _insert(M.user_dir() .. "/lua", "user")
-  _insert(M.site_dir() .. "/lua", "site")
-  _insert(opts.builtin, "builtin")
+  -- The paths first: _insert's check loads lfs, which must not be looked for in Lua's
+  -- default directories (a dozen failed opens) nor in ./
   package.path = ""
   -- C modules: only absolute system directories (lfs), never ./
   local cpath = {}
@@ -213,6 +211,10 @@ function M.setup(opts)
   end
   package.cpath = table.concat(cpath, ";")
   package.searchers[2] = _searcher
+  for dir in (os.getenv("MOAT_LUA_PATH") or ""):gmatch("[^:]+") do _insert(dir, "env") end
+  _insert(M.user_dir() .. "/lua", "user")
+  _insert(M.site_dir() .. "/lua", "site")
+  _insert(opts.builtin, "builtin")
 end
 
 -- Adds a trusted workspace directory just before the built-in modules; `check(path, source)`
