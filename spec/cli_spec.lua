@@ -64,6 +64,21 @@ describe("moat CLI", function()
     assert.equal(out, out2)
   end)
 
+  it("shows the image a run would use and where it comes from, also when dependencies pick it", function()
+    local json = require("moat.c.json")
+    local ws = home .. "/ws"
+    t.write(ws .. "/moat.yaml", "name: deps\ndependencies: [python@3.11]\n")
+    local code, out = t.moat({ "config", "--json", ws }, { env = env() })
+    assert.equal(0, code)
+    local v = assert(json.decode(out))
+    assert.equal("docker.io/library/python:3.11-slim", v.image)
+    assert.equal("dependencies", v.image_from)
+    t.write(ws .. "/moat.yaml", "name: none\n")
+    code, out = t.moat({ "config", ws }, { env = env() })
+    assert.equal(0, code)
+    assert.matches("image: docker.io/library/debian:bookworm-slim  # moat's default image", out, 1, true)
+  end)
+
   it("never prints a plain secret value, in text or JSON", function()
     t.write(home .. "/pv/moat.yaml", "secrets:\n  DB: hunter2-plain-secret\n  X: env://HOME\n")
     for _, extra in ipairs({ {}, { "--json" } }) do

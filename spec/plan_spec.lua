@@ -199,6 +199,12 @@ secrets:
     assert.matches("'9X' is not a valid", plan.usage({ env = { "9X" } }), 1, true)
     assert.matches("the reference is empty", plan.usage({ secrets = { "A=" } }), 1, true)
     assert.is_nil(plan.usage({ env = { "HOMEY", "A=1" }, secrets = { "B=op://v/i/f" } }))
+    -- A typo in a typed reference is never a plain value.
+    for bad, fixed in pairs({ ["X=ssm:/prod/db"] = "ssm:///prod/db", ["X=op//v/i/f"] = "op://v/i/f",
+      ["X= op://v/i/f"] = "op://v/i/f", ["X=env:/HOME"] = "env://HOME" }) do
+      assert.matches("did you mean " .. fixed .. "?", plan.usage({ secrets = { bad } }), 1, true)
+    end
+    assert.is_nil(plan.usage({ secrets = { "X=postgres:5432" } }))
   end)
 
   it("marks optional secrets and defaults, keeping a default's value beside the plan", function()

@@ -148,7 +148,10 @@ end
 
 local function _wanted(cfg, extra, errors)
   return (_merge(cfg.secrets, extra.secrets, "--secret", "ref", function(v)
-    return v == "" and "the reference is empty" or nil
+    if v == "" then return "the reference is empty" end
+    -- A typo in a reference must never become a plain value (ssm:/x, op//v/i/f, " op://…").
+    local fixed = config.suspicious_ref(v, registry.schemes())
+    return fixed and ("'%s' looks like a broken reference: did you mean %s?"):format(text.show(v), text.show(fixed))
   end, errors))
 end
 

@@ -59,8 +59,9 @@ local function _spawn(launch, maskers)
     env = launch.env, cwd = launch.cwd, stdin = launch.stdin,
     stdout = maskers.out and "pipe" or "inherit", stderr = maskers.err and "pipe" or "inherit",
     stream = stream, cap = stream and M.CAP or nil, group = launch.group ~= false,
-    -- If moat dies without cleaning up (SIGKILL, a crash), the client dies with it.
-    pdeathsig = true,
+    -- If moat dies without cleaning up (SIGKILL, a crash), the client dies with it; it gets
+    -- back the user's umask and core limit that moat's hardening changed for itself.
+    pdeathsig = true, restore_limits = true,
   })
 end
 

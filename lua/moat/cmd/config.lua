@@ -47,6 +47,8 @@ end
 -- Secrets map to their reference ("(plain value)" for a plain one); defaults are never shown.
 function M.view(cfg)
   local json = require("moat.c.json")
+  -- The image a run would use: the config's, else the one its dependencies pick.
+  local image = cfg.image or require("moat.images").pick(cfg.dependencies)
   local env, secrets, mounts, optional, defaults = {}, {}, json.array({}), json.array({}), json.array({})
   for _, e in ipairs(cfg.env) do env[e.name] = e.value end
   for _, s in ipairs(cfg.secrets) do
@@ -64,7 +66,9 @@ function M.view(cfg)
   return {
     file = cfg.file or json.null, workspace = cfg.dir, name = cfg.name,
     profile = cfg.profile or json.null, profiles = json.array(cfg.profile_names or {}),
-    image = cfg.image or json.null, dependencies = json.array(cfg.dependencies),
+    image = image, image_from = cfg.image and ((cfg.from or {}).image or "config")
+      or (#cfg.dependencies > 0 and "dependencies" or "default"),
+    dependencies = json.array(cfg.dependencies),
     command = cfg.command and json.array(cfg.command) or json.null,
     env = env, secrets = secrets, optional = optional, defaults = defaults, env_files = files,
     mounts = mounts, runtime = cfg.runtime or json.null, network = cfg.network or json.null,
@@ -121,7 +125,12 @@ local function _text(cfg)
   put("name: ", _quote(cfg.name))
   if cfg.profile then put("profile: ", _quote(cfg.profile)) end
   if #(cfg.profile_names or {}) > 0 then put("# profiles: ", table.concat(cfg.profile_names, ", ")) end
-  if cfg.image then put("image: ", _quote(cfg.image), from("image")) end
+  if cfg.image then
+    put("image: ", _quote(cfg.image), from("image"))
+  else
+    put("image: ", _quote((require("moat.images").pick(cfg.dependencies))),
+      #cfg.dependencies > 0 and "  # from dependencies" or "  # moat's default image")
+  end
   if #cfg.dependencies > 0 then
     put("dependencies:")
     for _, d in ipairs(cfg.dependencies) do put("  - ", _quote(d)) end
