@@ -263,6 +263,58 @@ describe("moat.c.mask", function()
       assert.equal("ac", m:feed("c"))
       assert.equal("", m:finish())
     end)
+
+    -- Where every pattern has four bytes or more, the masker slides a window over the input
+    -- and goes back to the root when the bytes it holds start no pattern: inputs made of the
+    -- patterns' own alphabet (hex, as values often are), with patterns sharing prefixes and
+    -- cut at chunk ends, exercise that path against the reference.
+    it("matches the reference with patterns of four bytes or more in text of their alphabet", function()
+      math.randomseed(13)
+      local rnd = math.random
+      local function word(alphabet, min, max)
+        local t = {}
+        for i = 1, rnd(min, max) do
+          local k = rnd(1, #alphabet)
+          t[i] = alphabet:sub(k, k)
+        end
+        return table.concat(t)
+      end
+      for _ = 1, 1500 do
+        local pats, alphabet = {}, rnd(0, 1) == 0 and "0123" or "0123456789abcdef"
+        for i = 1, rnd(1, 6) do
+          pats[i] = i > 1 and rnd(0, 1) == 0 and pats[i - 1]:sub(1, rnd(4, #pats[i - 1])) .. word(alphabet, 0, 4)
+            or word(alphabet, 4, 12)
+        end
+        local parts = {}
+        for i = 1, rnd(1, 8) do
+          parts[i] = rnd(0, 2) == 0 and pats[rnd(1, #pats)] or word(alphabet .. " \n", 0, 40)
+        end
+        local input = table.concat(parts)
+        local m = mask.new(pats, "#")
+        local want = reference(input, pats, "#")
+        assert.equal(want, run(m, random_split(input, rnd), { pats, "#" }))
+        assert.equal(want, run(m, { input }, { pats, "#" }))
+      end
+    end)
+
+    it("returns a chunk with nothing to mask as it is, and masks across chunks after one", function()
+      local pats = { "0123456789abcdef01234567", "deadbeefdeadbeefdeadbeef" }
+      local m = mask.new(pats, R)
+      local text = ("0123456789abcdef 89abcdef0123 deadbeef\n"):rep(2000)
+      assert.equal(text, m:feed(text))
+      assert.equal("x " .. R .. " y\n", run(m, { "x 0123456789ab", "cdef01234567 y\n" }))
+      assert.equal(text .. R .. "\n", run(m, { text .. pats[2] .. "\n" }))
+      assert.equal("", m:finish())
+    end)
+
+    it("keeps the two-byte filter for patterns shorter than four bytes", function()
+      local m = mask.new({ "ab" }, "#")
+      assert.equal("xxx", m:feed("xxxa"))
+      assert.equal("#x", m:feed("bx"))
+      assert.equal("xx", m:feed("xxa"))
+      assert.equal("ac", m:feed("c"))
+      assert.equal("", m:finish())
+    end)
   end)
 
   describe("lifetime", function()

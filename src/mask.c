@@ -12,6 +12,8 @@
 
 #define MASKER_MT "moat.mask.masker"
 #define MAX_TOTAL (16u << 20) /* bytes over all patterns; a node costs 26 bytes */
+#define GRAMS (1u << 16)       /* hash buckets of four-byte grams */
+#define WINDOW_MAX 32
 
 /* An Aho–Corasick automaton over all patterns plus a ring of undecided input. Node 0 is
  * the root. The input bytes still held are positions [pos, end) of the whole stream;
@@ -29,13 +31,32 @@ typedef struct {
     unsigned char *label;
     unsigned char *term; /* 1 where a pattern ends */
     unsigned char *ring;
+    unsigned char *shift; /* GRAMS entries: see mark_window */
     uint32_t root_next[256];
     /* Bit (a << 8 | b) is set when some pattern starts with the bytes a b, or is just a:
      * from the root, a byte whose pair with the next byte is clear starts no match. */
     uint64_t starts[1024];
+    /* Bit gram(p) is set when some pattern starts with the four bytes at p. */
+    uint64_t prefix[GRAMS / 64];
     uint32_t nodes, cap, state;
+    uint32_t window; /* the shortest pattern's length, at most WINDOW_MAX; 0: no window scan */
     uint64_t pos, end;
 } Masker;
+
+/* Where feed's output goes: the input's own bytes are counted (lit) while they come out in
+ * order and unchanged, and only copied into the buffer once something else comes out, so
+ * that a chunk with nothing to mask is returned as the same string. */
+typedef struct {
+    luaL_Buffer b;
+    lua_State *L;
+    const unsigned char *data;
+    size_t len;
+    uint64_t base; /* the stream position of data[0] */
+    size_t lit;
+    int open;
+    const char *repl;
+    size_t rlen;
+} Out;
 
 static uint32_t find_child(const Masker *m, uint32_t s, unsigned char c)
 {
@@ -110,10 +131,47 @@ static void mark_starts(Masker *m)
     }
 }
 
+static uint32_t gram(const unsigned char *p)
+{
+    uint32_t x;
+    memcpy(&x, p, sizeof x);
+    return (x * 2654435761u) >> 16;
+}
+
+static int may_prefix(const Masker *m, const unsigned char *p)
+{
+    uint32_t g = gram(p);
+    return (m->prefix[g >> 6] >> (g & 63)) & 1;
+}
+
+/* Fills prefix and shift for a window of the w first bytes of every pattern (w is at least
+ * 4: every pattern is that long). shift[gram(p)] is how far a window whose last four bytes
+ * are p may move on and skip no start of a match: the least, over every place those four
+ * bytes end at offset o < w in some pattern's window, of w - 1 - o; w - 3 where they end
+ * nowhere. (Wu and Manber's multi-pattern search, with a block of four bytes.) */
+static void mark_window(Masker *m, lua_State *L, uint32_t w)
+{
+    memset(m->shift, (int)(w - 3), GRAMS);
+    lua_Unsigned n = lua_rawlen(L, 1);
+    for (lua_Unsigned i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, (lua_Integer)i);
+        const unsigned char *p = (const unsigned char *)lua_tostring(L, -1);
+        uint32_t g = gram(p);
+        m->prefix[g >> 6] |= (uint64_t)1 << (g & 63);
+        for (uint32_t o = 3; o < w; o++) {
+            unsigned char *s = &m->shift[gram(p + o - 3)];
+            if (*s > w - 1 - o)
+                *s = (unsigned char)(w - 1 - o);
+        }
+        lua_pop(L, 1);
+    }
+    m->window = w;
+}
+
 /* Carves the node arrays, the ring and best[] out of one block. */
 static int allocate(Masker *m, uint32_t nodes, uint32_t cap)
 {
-    size_t words = (size_t)nodes * 6 + cap, bytes = (size_t)nodes * 2 + cap;
+    size_t words = (size_t)nodes * 6 + cap, bytes = (size_t)nodes * 2 + cap + GRAMS;
     m->block_size = words * sizeof(uint32_t) + bytes;
     m->block = calloc(1, m->block_size);
     if (m->block == NULL)
@@ -129,6 +187,7 @@ static int allocate(Masker *m, uint32_t nodes, uint32_t cap)
     unsigned char *b = (unsigned char *)w;
     m->label = b, b += nodes;
     m->term = b, b += nodes;
+    m->shift = b, b += GRAMS;
     m->ring = b;
     return 1;
 }
@@ -150,13 +209,14 @@ static Masker *check_masker(lua_State *L)
     return m;
 }
 
-/* Checks mask.new's patterns (index 1): raises on misuse; returns the total and longest
- * length through the pointers. */
-static void check_patterns(lua_State *L, size_t *total, size_t *longest)
+/* Checks mask.new's patterns (index 1): raises on misuse; returns the total, longest and
+ * shortest length through the pointers. */
+static void check_patterns(lua_State *L, size_t *total, size_t *longest, size_t *shortest)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_Unsigned n = lua_rawlen(L, 1);
     *total = *longest = 0;
+    *shortest = SIZE_MAX;
     for (lua_Unsigned i = 1; i <= n; i++) {
         size_t len;
         if (lua_rawgeti(L, 1, (lua_Integer)i) != LUA_TSTRING)
@@ -168,6 +228,7 @@ static void check_patterns(lua_State *L, size_t *total, size_t *longest)
             luaL_error(L, "bad argument #1 to 'new' (patterns[%d] is empty)", (int)i);
         *total += len;
         *longest = len > *longest ? len : *longest;
+        *shortest = len < *shortest ? len : *shortest;
         if (*total > MAX_TOTAL)
             luaL_error(L, "mask.new: the patterns are too large to mask");
     }
@@ -177,8 +238,8 @@ static void check_patterns(lua_State *L, size_t *total, size_t *longest)
  * strings, each occurrence of which becomes the replacement string. */
 static int l_new(lua_State *L)
 {
-    size_t total, longest;
-    check_patterns(L, &total, &longest);
+    size_t total, longest, shortest;
+    check_patterns(L, &total, &longest, &shortest);
     luaL_checkstring(L, 2);
     lua_settop(L, 2);
     Masker *m = lua_newuserdatauv(L, sizeof *m, 1);
@@ -201,6 +262,8 @@ static int l_new(lua_State *L)
     uint32_t *queue = lua_newuserdatauv(L, (size_t)m->nodes * sizeof *queue, 0);
     link_all(m, queue);
     mark_starts(m);
+    if (shortest >= 4 && shortest != SIZE_MAX)
+        mark_window(m, L, shortest < WINDOW_MAX ? (uint32_t)shortest : WINDOW_MAX);
     lua_pop(L, 1);
     return 1;
 }
@@ -215,23 +278,68 @@ static uint32_t next_state(const Masker *m, uint32_t s, unsigned char c)
     return m->root_next[c];
 }
 
+/* Copies what came out so far into the buffer, which from now on takes everything. */
+static void open_out(Out *o)
+{
+    if (o->open)
+        return;
+    o->open = 1;
+    luaL_buffinitsize(o->L, &o->b, o->len + o->rlen);
+    luaL_addlstring(&o->b, (const char *)o->data, o->lit);
+}
+
+static void put_other(Out *o, const char *s, size_t n)
+{
+    open_out(o);
+    luaL_addlstring(&o->b, s, n);
+}
+
+/* Puts the n input bytes at data[at] out. */
+static void put_input(Out *o, size_t at, size_t n)
+{
+    if (!o->open && at == o->lit)
+        o->lit += n;
+    else
+        put_other(o, (const char *)o->data + at, n);
+}
+
+/* Puts out the byte c that is at stream position at. */
+static void put_byte(Out *o, uint64_t at, unsigned char c)
+{
+    if (o->data && at >= o->base)
+        put_input(o, (size_t)(at - o->base), 1);
+    else
+        put_other(o, (const char *)&c, 1);
+}
+
+/* Pushes what came out: the input string itself when that is all it was. */
+static void push_out(Out *o, int input)
+{
+    if (o->open)
+        luaL_pushresult(&o->b);
+    else if (input && o->lit == o->len)
+        lua_pushvalue(o->L, input);
+    else
+        lua_pushlstring(o->L, o->lit ? (const char *)o->data : "", o->lit);
+}
+
 /* Emits the decided positions [pos, limit): a replacement for each chosen match, the
  * byte itself elsewhere. A replacement may carry pos past limit. */
-static void emit(Masker *m, uint64_t limit, luaL_Buffer *out, const char *repl, size_t rlen)
+static void emit(Masker *m, uint64_t limit, Out *o)
 {
     while (m->pos < limit) {
         uint32_t i = (uint32_t)(m->pos % m->cap), len = m->best[i];
         if (len) {
-            luaL_addlstring(out, repl, rlen);
+            put_other(o, o->repl, o->rlen);
             m->pos += len;
         } else {
-            luaL_addchar(out, (char)m->ring[i]);
+            put_byte(o, m->pos, m->ring[i]);
             m->pos++;
         }
     }
 }
 
-static void step(Masker *m, unsigned char c, luaL_Buffer *out, const char *repl, size_t rlen)
+static void step(Masker *m, unsigned char c, Out *o)
 {
     uint32_t s = m->state = next_state(m, m->state, c);
     uint32_t i = (uint32_t)(m->end % m->cap);
@@ -255,7 +363,7 @@ static void step(Masker *m, unsigned char c, luaL_Buffer *out, const char *repl,
         uint64_t limit = m->end - m->depth[h];
         if (m->pos >= limit)
             break;
-        emit(m, limit, out, repl, rlen);
+        emit(m, limit, o);
     }
 }
 
@@ -277,41 +385,101 @@ static size_t skip(const Masker *m, const unsigned char *p, size_t n)
     return k;
 }
 
+/* The same with the window (see mark_window), for patterns of four bytes or more: slides a
+ * window of the shortest pattern's length over the n bytes at p by the shift of its last
+ * four bytes, and where that is 0 looks at the four bytes at its start. Returns how many
+ * bytes at p start no match; the last three are left to step. */
+static size_t scan(const Masker *m, const unsigned char *p, size_t n)
+{
+    size_t q = 0, w = m->window;
+    while (q + w <= n) {
+        unsigned s = m->shift[gram(p + q + w - 4)];
+        if (s)
+            q += s;
+        else if (may_prefix(m, p + q))
+            return q;
+        else
+            q++;
+    }
+    while (q + 4 <= n && !may_prefix(m, p + q))
+        q++;
+    return q;
+}
+
 /* At a depth-1 state the one held byte a is decided as itself when a and the next byte c
  * start no pattern: the state after c is then what the root would give for c. */
-static void release_one(Masker *m, unsigned char c, luaL_Buffer *out)
+static void release_one(Masker *m, unsigned char c, Out *o)
 {
     uint32_t s = m->state;
     if (s && m->depth[s] == 1 && m->pos + 1 == m->end && !may_start(m, m->label[s], c)) {
-        luaL_addchar(out, (char)m->label[s]);
+        put_byte(o, m->pos, m->label[s]);
         m->pos++;
         m->state = 0;
     }
+}
+
+/* With the window: when none of the few held bytes (the last ones of data[0, k)) starts a
+ * match, they are decided as themselves and the automaton goes back to the root, where
+ * scan can skip again. Without this, text made of the patterns' own alphabet (hex, base64)
+ * keeps the automaton off the root for good. */
+static void reset_if_clear(Masker *m, const unsigned char *data, size_t k, size_t len, Out *o)
+{
+    uint64_t held = m->end - m->pos;
+    if (held > 4 || held > k)
+        return;
+    for (size_t j = k - (size_t)held; j < k; j++) {
+        if (j + 4 > len || m->best[(m->pos + j - (k - held)) % m->cap] || may_prefix(m, data + j))
+            return;
+    }
+    put_input(o, k - (size_t)held, (size_t)held);
+    m->pos = m->end;
+    m->state = 0;
+}
+
+/* How many bytes at data[k] pass straight through, given the state. */
+static size_t clear_run(Masker *m, const unsigned char *data, size_t k, size_t len, Out *o)
+{
+    if (m->window) {
+        if (m->state || m->pos != m->end)
+            reset_if_clear(m, data, k, len, o);
+        return m->state == 0 && m->pos == m->end ? scan(m, data + k, len - k) : 0;
+    }
+    release_one(m, data[k], o);
+    return m->state == 0 && m->pos == m->end ? skip(m, data + k, len - k) : 0;
+}
+
+static void out_init(Out *o, lua_State *L, int repl_idx, const unsigned char *data, size_t len,
+                     uint64_t base)
+{
+    memset(o, 0, sizeof *o);
+    o->L = L;
+    o->repl = lua_tolstring(L, repl_idx, &o->rlen);
+    o->data = data;
+    o->len = len;
+    o->base = base;
 }
 
 /* m:feed(data) -> the output that can no longer be part of a match, masked */
 static int m_feed(lua_State *L)
 {
     Masker *m = check_masker(L);
-    size_t len, rlen;
+    size_t len;
     const unsigned char *data = (const unsigned char *)luaL_checklstring(L, 2, &len);
     lua_settop(L, 2);
     lua_getiuservalue(L, 1, 1);
-    const char *repl = lua_tolstring(L, 3, &rlen);
-    luaL_Buffer out;
-    luaL_buffinitsize(L, &out, len);
+    Out o;
+    out_init(&o, L, 3, data, len, m->end);
     for (size_t k = 0; k < len;) {
-        release_one(m, data[k], &out);
-        size_t run = m->state == 0 && m->pos == m->end ? skip(m, data + k, len - k) : 0;
+        size_t run = clear_run(m, data, k, len, &o);
         if (run) {
-            luaL_addlstring(&out, (const char *)data + k, run);
+            put_input(&o, k, run);
             m->pos = m->end += run;
             k += run;
         } else {
-            step(m, data[k++], &out, repl, rlen);
+            step(m, data[k++], &o);
         }
     }
-    luaL_pushresult(&out);
+    push_out(&o, 2);
     return 1;
 }
 
@@ -319,16 +487,14 @@ static int m_feed(lua_State *L)
 static int m_finish(lua_State *L)
 {
     Masker *m = check_masker(L);
-    size_t rlen;
     lua_settop(L, 1);
     lua_getiuservalue(L, 1, 1);
-    const char *repl = lua_tolstring(L, 2, &rlen);
-    luaL_Buffer out;
-    luaL_buffinit(L, &out);
-    emit(m, m->end, &out, repl, rlen);
+    Out o;
+    out_init(&o, L, 2, NULL, 0, m->end);
+    emit(m, m->end, &o);
     m->pos = m->end;
     m->state = 0;
-    luaL_pushresult(&out);
+    push_out(&o, 0);
     return 1;
 }
 
