@@ -154,31 +154,37 @@ return {
 end)
 
 describe("op whose grandchild calls setsid and keeps stdout open", function()
-  -- Unique to this process, so the leftover grandchild can be found by its command line.
-  local HELD = ("31.%05d"):format(sys.getpid() % 100000)
+  -- Unique to this process, so the leftover grandchild can be found by its command line; well
+  -- over the 30 s timeout, so a moat that waited for the pipes would wait for the timeout.
+  local HELD = ("41.%05d"):format(sys.getpid() % 100000)
   local root
+
+  local function leftovers()
+    local out = {}
+    for pid in require("lfs").dir("/proc") do
+      if pid:match("^%d+$") and t.read("/proc/" .. pid .. "/cmdline") == "sleep\0" .. HELD .. "\0" then
+        out[#out + 1] = tonumber(pid)
+      end
+    end
+    return out
+  end
 
   -- Kills the fake's leftover `sleep HELD` by its pid (it is in a session of its own).
   local function kill_leftover()
-    local lfs = require("lfs")
-    for pid in lfs.dir("/proc") do
-      if pid:match("^%d+$") then
-        local cmd = t.read("/proc/" .. pid .. "/cmdline")
-        if cmd == "sleep\0" .. HELD .. "\0" then require("moat.c.signal").kill(tonumber(pid), "KILL") end
-      end
-    end
+    for _, pid in ipairs(leftovers()) do sys.kill(pid, "KILL") end
   end
 
   setup(function()
     root = t.tmpdir()
     t.write(root .. "/data.lua", 'return { ["op://v/app/a"] = "held-value-1", ["op://v/app/b"] = "held-value-2" }\n')
+    t.write(root .. "/home/.keep", "")
   end)
   teardown(function()
     kill_leftover()
     t.rmtree(root)
   end)
 
-  it("delivers the values op printed instead of reporting a timeout", function()
+  it("delivers what op printed as soon as op exits, and ends the grandchild", function()
     local secrets = require("moat.secrets")
     local config = require("moat.config")
     local cfg = assert(config.parse("secrets:\n  A: op://v/app/a\n  B: op://v/app/b\n", "moat.yaml", "/work/space"))
@@ -187,11 +193,29 @@ describe("op whose grandchild calls setsid and keeps stdout open", function()
     environ.PATH = BIN .. ":" .. environ.PATH
     environ.FAKE_OP_DATA = root .. "/data.lua"
     environ.FAKE_OP_SETSID = HELD
-    local t0 = sys.monotonic_ms()
-    local res = secrets.resolve(plan, { env = environ, timeout = 2 })
+    -- As a run does (moat.session): orphans come back to moat, which ends them.
+    assert.is_true(sys.subreaper(true))
+    local ok, res = pcall(secrets.resolve, plan, { env = environ, timeout = 30 })
+    sys.subreaper(false)
+    assert.is_true(ok, tostring(res))
     assert.is_true(res.ok, res.failures[1] and res.failures[1].reason)
     assert.equal("held-value-1", res.values.A)
     assert.equal("held-value-2", res.values.B)
-    assert.truthy(sys.monotonic_ms() - t0 < 10000)
+    -- Settled when op exited (plus the linger), not when the 30 s timeout cut the pipes.
+    for _, rec in ipairs(res.records) do assert.is_true(rec.ms < 15000, "waited for the timeout") end
+    assert.same({}, leftovers())
+  end)
+
+  it("moat secrets check --resolve: delivered, and no grandchild is left", function()
+    local ws = t.tmpdir()
+    t.write(ws .. "/moat.yaml", "secrets:\n  A: op://v/app/a\n")
+    local home = root .. "/home"
+    local code, out, err = t.moat({ "secrets", "check", ws, "--resolve", "--timeout", "30" }, { env = {
+      HOME = home, MOAT_HOME = home .. "/.moat", XDG_CONFIG_HOME = home .. "/.config",
+      MOAT_SITE_DIR = home .. "/site", PATH = BIN .. ":" .. os.getenv("PATH"),
+      FAKE_OP_DATA = root .. "/data.lua", FAKE_OP_SETSID = HELD, NO_COLOR = "1" } })
+    t.rmtree(ws)
+    assert.equal(0, code, out .. err)
+    assert.same({}, leftovers())
   end)
 end)

@@ -237,6 +237,70 @@ describe("moat.c.proc", function()
     p:close()
   end)
 
+  -- A shell fragment that starts `sleep 100` in a session of its own, holding the pipes, and
+  -- returns once it is there (its pid in file f), so the group kill cannot catch it early.
+  local function escape(f)
+    return ("setsid sh -c 'echo $$ > %s.tmp; mv %s.tmp %s; exec sleep 100' & while [ ! -s %s ]; do sleep 0.02; done")
+      :format(f, f, f, f)
+  end
+
+  it("with linger, ends a run linger ms after the child when a setsid grandchild holds stdout", function()
+    local f = tmp .. "/setsid.pid"
+    local sys = require("moat.c.system")
+    local p = assert(proc.spawn({ "sh", "-c", escape(f) .. "; echo bye" }, { timeout = 30000, linger = 100 }))
+    local r = finish(p)
+    p:close()
+    local held = assert(tonumber(read_file(f)))
+    assert.is_true(sys.kill(held, "KILL"))
+    assert.equal("bye\n", r.stdout)
+    assert.equal(0, r.code)
+    assert.is_true(r.held)
+    assert.is_false(r.timed_out)
+    assert.is_true(r.ms < 15000, "the pipes were read until the timeout")
+  end)
+
+  it("exited is true once the child is reaped, while a setsid grandchild holds the pipes", function()
+    local f = tmp .. "/exited.pid"
+    local p = assert(proc.spawn({ "sh", "-c", escape(f) .. "; sleep 1" }))
+    assert.is_false(p:exited() and true or false)
+    local give_up = os.time() + 30
+    while not p:exited() and os.time() < give_up do proc.wait({ p }, 100) end
+    assert.is_true(p:exited())
+    assert.is_false(p:done())
+    p:close()
+    require("moat.c.system").kill(assert(tonumber(read_file(f))), "KILL")
+  end)
+
+  it("tracks its children and reaps only those no handle tracks", function()
+    local sys = require("moat.c.system")
+    local p = assert(proc.spawn({ "sleep", "100" }))
+    local pid = p:pid()
+    assert.is_true(proc.tracks(pid))
+    assert.is_true(proc.has_children())
+    assert.has_error(function() proc.reap(pid) end)
+    p:close()
+    assert.is_false(proc.tracks(pid))
+    -- An orphan re-parented to this process, its subreaper, is nobody's handle.
+    local f = tmp .. "/orphan.pid"
+    assert.is_true(sys.subreaper(true))
+    run({ "sh", "-c", escape(f) }, { stdout = "null", stderr = "null" })
+    assert.is_true(sys.subreaper(false))
+    local orphan = assert(tonumber(read_file(f)))
+    assert.equal(sys.getpid(), require("moat.proc").stat(orphan)[2] + 0)
+    assert.is_false(proc.reap(orphan))
+    assert.is_true(sys.kill(orphan, "KILL"))
+    local reaped = false
+    for _ = 1, 100 do
+      reaped = proc.reap(orphan)
+      if reaped then break end
+      proc.wait({}, 20)
+    end
+    assert.is_true(reaped)
+    local ok, _, errno = proc.reap(orphan)
+    assert.is_nil(ok)
+    assert.equal(10, errno) -- ECHILD
+  end)
+
   it("kills a flooding child at the cap and keeps only cap bytes", function()
     local r = run({ "yes" }, { cap = 100000 })
     assert.is_true(r.truncated)

@@ -24,6 +24,7 @@
 #define DEFAULT_GRACE 2000
 #define CHUNK 65536
 #define READS_PER_WAKE 16
+#define STREAM_PIPE (1 << 20) /* pipe size for stream mode's stdout and stderr */
 /* Children are also noticed through SIGCHLD; the tick only guards against someone
  * else taking that signal over. */
 #define TICK_MS 250
@@ -41,7 +42,9 @@ struct stream {
     size_t len, size;
 };
 
-typedef struct {
+typedef struct Proc {
+    struct Proc *prev, *next; /* in the list of handles whose child is not reaped yet */
+    int listed;
     pid_t pid;
     int reaped, have_status, status, closed;
     int group, stream;
@@ -51,8 +54,36 @@ typedef struct {
     struct stream out, err;
     size_t cap;
     int64_t start, end, deadline, kill_at, grace;
-    int timed_out, truncated;
+    int64_t linger, let_go_at; /* group mode: how long pipes may outlive the child; when */
+    int timed_out, truncated, held;
 } Proc;
+
+/* Open handles whose child has not been reaped: their pids are not strays (see l_reap). */
+static Proc *tracked;
+
+static void track(Proc *p)
+{
+    p->prev = NULL;
+    p->next = tracked;
+    if (tracked)
+        tracked->prev = p;
+    tracked = p;
+    p->listed = 1;
+}
+
+static void untrack(Proc *p)
+{
+    if (!p->listed)
+        return;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        tracked = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->prev = p->next = NULL;
+    p->listed = 0;
+}
 
 /* SIGCHLD's handler writes a byte here so that wait wakes when a child exits. */
 static int chld_pipe[2] = { -1, -1 };
@@ -213,14 +244,31 @@ static void drain_and_close(lua_State *L, Proc *p)
 static void exited(lua_State *L, Proc *p, int status, int have_status)
 {
     p->reaped = 1;
+    untrack(p);
     p->status = status;
     p->have_status = have_status;
     close_fd(&p->in_fd);
     /* A grandchild still holding the pipes must not keep the wait hanging. */
-    if (p->group)
+    if (p->group) {
         kill(-p->pid, SIGKILL);
-    else
+        if (p->linger >= 0)
+            p->let_go_at = now_ms() + p->linger;
+    } else {
         drain_and_close(L, p);
+    }
+}
+
+/* Pipes that outlived the child and its group by the linger are held by a process that left
+ * the group (setsid): what the child printed is all it printed. */
+static void let_go(lua_State *L, Proc *p, int64_t now)
+{
+    if (!p->reaped || p->let_go_at < 0 || now < p->let_go_at)
+        return;
+    p->let_go_at = -1;
+    if (p->out.fd >= 0 || p->err.fd >= 0) {
+        p->held = 1;
+        drain_and_close(L, p);
+    }
 }
 
 static void reap(lua_State *L, Proc *p, int flags)
@@ -296,6 +344,8 @@ static void push_result(lua_State *L, Proc *p)
     lua_setfield(L, -2, "timed_out");
     lua_pushboolean(L, p->truncated);
     lua_setfield(L, -2, "truncated");
+    lua_pushboolean(L, p->held);
+    lua_setfield(L, -2, "held");
     lua_pushinteger(L, p->end - p->start);
     lua_setfield(L, -2, "ms");
 }
@@ -313,6 +363,7 @@ static int m_close(lua_State *L)
             ;
         p->reaped = 1;
     }
+    untrack(p);
     close_fd(&p->in_fd);
     close_fd(&p->out.fd);
     close_fd(&p->err.fd);
@@ -401,6 +452,15 @@ static int m_terminate(lua_State *L)
     return 1;
 }
 
+/* p:exited() -> true once the child itself has been reaped, pipes it shared open or not. */
+static int m_exited(lua_State *L)
+{
+    Proc *p = check_proc(L, 1);
+    reap(L, p, WNOHANG);
+    lua_pushboolean(L, p->reaped);
+    return 1;
+}
+
 static int m_done(lua_State *L)
 {
     lua_pushboolean(L, is_done(check_proc(L, 1)));
@@ -437,7 +497,7 @@ static int m_drain(lua_State *L)
 
 static const char *const spawn_keys[] = {
     "env", "stdin", "stdout", "stderr", "cwd", "cap", "timeout", "grace", "group", "stream",
-    "pdeathsig", "restore_limits", NULL,
+    "pdeathsig", "restore_limits", "linger", NULL,
 };
 
 static void check_keys(lua_State *L, int t)
@@ -671,6 +731,10 @@ static int open_stdio(Proc *p, struct child *c, int *report_rd, int in_mode, int
                 return err;
             c->fd[i + 1] = fds[1];
             ss[i]->fd = fds[0];
+            /* A relayed stream then moves in fewer, larger reads, with fewer wake-ups of
+             * either side; where the kernel refuses, the default size still works. */
+            if (p->stream && fcntl(fds[0], F_SETPIPE_SZ, STREAM_PIPE) < 0)
+                errno = 0;
         } else if (modes[i] == MODE_NULL && (c->fd[i + 1] = open_null(O_WRONLY)) < 0) {
             return errno;
         }
@@ -731,7 +795,7 @@ static int fork_exec(lua_State *L, Proc *p, struct child *c, int report_rd, int 
 struct spawn_opts {
     int in_mode, in_idx, out_mode, err_mode, group, stream, pdeathsig, restore_limits;
     const char *cwd;
-    lua_Integer cap, timeout, grace;
+    lua_Integer cap, timeout, grace, linger;
 };
 
 /* pdeathsig: nil or false (none), true (KILL), or a signal name or number. */
@@ -780,6 +844,7 @@ static void read_opts(lua_State *L, struct spawn_opts *o)
     o->cap = opt_int(L, "cap", DEFAULT_CAP, 1);
     o->timeout = opt_int(L, "timeout", -1, 0);
     o->grace = opt_int(L, "grace", DEFAULT_GRACE, 0);
+    o->linger = opt_int(L, "linger", -1, 0);
     o->group = opt_bool(L, "group", 1);
     o->stream = opt_bool(L, "stream", 0);
     o->restore_limits = opt_bool(L, "restore_limits", 0);
@@ -792,7 +857,7 @@ static Proc *new_proc(lua_State *L, const struct spawn_opts *o)
     Proc *p = lua_newuserdatauv(L, sizeof *p, 1);
     memset(p, 0, sizeof *p);
     p->in_fd = p->out.fd = p->err.fd = -1;
-    p->end = p->kill_at = -1;
+    p->end = p->kill_at = p->let_go_at = -1;
     luaL_setmetatable(L, PROC_MT);
     if (o->in_mode == MODE_PIPE) {
         lua_pushvalue(L, o->in_idx);
@@ -801,6 +866,7 @@ static Proc *new_proc(lua_State *L, const struct spawn_opts *o)
     }
     p->cap = (size_t)o->cap;
     p->grace = o->grace;
+    p->linger = o->linger;
     p->group = o->group;
     p->stream = o->stream;
     p->start = now_ms();
@@ -861,6 +927,7 @@ static int l_spawn(lua_State *L)
     }
     if (p->in_fd >= 0 && p->in_len == 0)
         close_fd(&p->in_fd);
+    track(p);
     return 1;
 }
 
@@ -878,6 +945,60 @@ static int l_which(lua_State *L)
     }
     if (find_program(L, name, path ? path : DEFAULT_PATH, &err) == NULL)
         return 0;
+    return 1;
+}
+
+static pid_t check_pid(lua_State *L, int arg)
+{
+    lua_Integer pid = luaL_checkinteger(L, arg);
+    luaL_argcheck(L, pid > 0 && pid <= INT_MAX, arg, "not a process id");
+    return (pid_t)pid;
+}
+
+static int is_tracked(pid_t pid)
+{
+    for (Proc *p = tracked; p; p = p->next)
+        if (p->pid == pid)
+            return 1;
+    return 0;
+}
+
+/* proc.tracks(pid) -> true when an open handle waits for that child. */
+static int l_tracks(lua_State *L)
+{
+    lua_pushboolean(L, is_tracked(check_pid(L, 1)));
+    return 1;
+}
+
+/* proc.reap(pid) -> true (reaped) | false (still running) | nil, msg, errno: collects a
+ * child of moat that no handle tracks (one re-parented to moat, its subreaper). A tracked
+ * one raises: its handle must get its status. */
+static int l_reap(lua_State *L)
+{
+    pid_t pid = check_pid(L, 1);
+    if (is_tracked(pid))
+        return luaL_error(L, "reap: process %d belongs to an open handle", (int)pid);
+    int st;
+    pid_t r;
+    do
+        r = waitpid(pid, &st, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return moat_fail(L, "waitpid", errno);
+    lua_pushboolean(L, r == pid);
+    return 1;
+}
+
+/* proc.has_children() -> whether moat has any child, running or not yet reaped. */
+static int l_has_children(lua_State *L)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    int r;
+    do
+        r = waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT);
+    while (r < 0 && errno == EINTR);
+    lua_pushboolean(L, r == 0);
     return 1;
 }
 
@@ -934,6 +1055,8 @@ static int next_timeout(Proc **ps, int n, int64_t until, int64_t now)
             t = min_wait(t, p->deadline - now);
         if (p->kill_at >= 0)
             t = min_wait(t, p->kill_at - now);
+        if (p->let_go_at >= 0)
+            t = min_wait(t, p->let_go_at - now);
     }
     return t > INT_MAX ? INT_MAX : (int)t;
 }
@@ -966,6 +1089,7 @@ static int l_wait(lua_State *L)
         int64_t now = now_ms();
         for (int i = 0; i < n; i++) {
             reap(L, ps[i], WNOHANG);
+            let_go(L, ps[i], now);
             enforce(L, ps[i], now);
             ready |= is_done(ps[i]) || (ps[i]->stream && (ps[i]->out.fresh || ps[i]->err.fresh));
         }
@@ -1000,7 +1124,7 @@ static int sentinel_gc(lua_State *L)
 static const luaL_Reg methods[] = {
     { "pid", m_pid },         { "kill", m_kill },     { "terminate", m_terminate },
     { "done", m_done },       { "result", m_result }, { "drain", m_drain },
-    { "close", m_close },     { NULL, NULL },
+    { "exited", m_exited },   { "close", m_close },   { NULL, NULL },
 };
 
 static const luaL_Reg metamethods[] = {
@@ -1011,6 +1135,9 @@ static const luaL_Reg funcs[] = {
     { "spawn", l_spawn },
     { "which", l_which },
     { "wait", l_wait },
+    { "tracks", l_tracks },
+    { "reap", l_reap },
+    { "has_children", l_has_children },
     { NULL, NULL },
 };
 

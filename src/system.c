@@ -3,6 +3,7 @@
  * Mechanisms only. */
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
@@ -164,6 +165,55 @@ static int l_environ(lua_State *L)
 static int l_getpid(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
+/* system.subreaper([on]) -> true | nil, msg, errno: while on (the default), descendants
+ * orphaned by their parents are re-parented to moat instead of init, so moat can end them. */
+static int l_subreaper(lua_State *L)
+{
+    int on = lua_isnoneornil(L, 1) ? 1 : lua_toboolean(L, 1);
+    if (prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0) != 0)
+        return moat_fail(L, "prctl(PR_SET_CHILD_SUBREAPER)", errno);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* A signal given by number or by name ("TERM", "SIGTERM"); names through moat.c.signal. */
+static int signal_arg(lua_State *L, int arg)
+{
+    if (lua_type(L, arg) == LUA_TNUMBER) {
+        lua_Integer n = luaL_checkinteger(L, arg);
+        luaL_argcheck(L, n >= 0 && n < NSIG, arg, "no such signal");
+        return (int)n;
+    }
+    const char *name = luaL_checkstring(L, arg);
+    lua_getfield(L, LUA_REGISTRYINDEX, MOAT_SIGNALS_KEY);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_getglobal(L, "require");
+        lua_pushliteral(L, "moat.c.signal");
+        lua_call(L, 1, 0);
+        lua_getfield(L, LUA_REGISTRYINDEX, MOAT_SIGNALS_KEY);
+    }
+    const struct moat_signals *s = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    int n = s ? s->number(name) : -1;
+    luaL_argcheck(L, n > 0, arg, "no such signal");
+    return n;
+}
+
+/* system.kill(pid, sig) -> true | nil, msg, errno; a negative pid is that process group.
+ * 0 and -1 (moat's own group, every process) are refused as misuse. */
+static int l_kill(lua_State *L)
+{
+    lua_Integer pid = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, pid != 0 && pid != -1 && pid >= -INT_MAX && pid <= INT_MAX, 1,
+                  "not a process or group id");
+    int sig = signal_arg(L, 2);
+    if (kill((pid_t)pid, sig) != 0)
+        return moat_fail(L, "kill", errno);
+    lua_pushboolean(L, 1);
     return 1;
 }
 
@@ -825,6 +875,8 @@ static const luaL_Reg funcs[] = {
     { "environ", l_environ },
     { "getpid", l_getpid },
     { "getuid", l_getuid },
+    { "subreaper", l_subreaper },
+    { "kill", l_kill },
     { "realpath", l_realpath },
     { "fsync_dir", l_fsync_dir },
     { "mkdir", l_mkdir },

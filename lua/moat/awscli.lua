@@ -124,12 +124,6 @@ function M.error_code(text)
   return tostring(text or ""):match("An error occurred %(([%w.]+)%)")
 end
 
--- Whether `r` (a ctx.run result) ended by the timeout only because a process outside the
--- program's group held its output after the program itself exited 0: what it printed counts.
-function M.held(r)
-  return r.timed_out and r.code == 0 and not r.signal
-end
-
 -- The AWS error classes, tried in order: name, kind, the stable fragments that show it (any
 -- one; a table: all of its strings), whether no other call could do better (global), and
 -- fixed reason and fix texts (svc describes the service; see M.classify). No CLI wording is
@@ -253,15 +247,11 @@ end
 function M.call(ctx, argv, classify)
   local r, err, errno = ctx.run(argv, {})
   if not r then return nil, M.spawn_failure(err, errno) end
-  if M.held(r) then
-    ctx.log(argv[2] or "aws", "exited 0 but something it started held its output until the timeout")
-  else
-    local cut = ctx.run_failure and ctx.run_failure(r, "aws")
-    if cut then return nil, cut end
-    if r.timed_out then
-      return nil, { kind = "timeout", reason = table.concat(argv, " ", 1, math.min(3, #argv))
-          .. " did not finish in time", fix = "check the network and the region, or raise --timeout" }
-    end
+  local cut = ctx.run_failure and ctx.run_failure(r, "aws")
+  if cut then return nil, cut end
+  if r.timed_out then
+    return nil, { kind = "timeout", reason = table.concat(argv, " ", 1, math.min(3, #argv))
+        .. " did not finish in time", fix = "check the network and the region, or raise --timeout" }
   end
   if r.code ~= 0 or (r.signal and r.signal ~= 0) then
     local f

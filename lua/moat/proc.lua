@@ -173,6 +173,66 @@ function M.which(cmd, path, cwd)
   return c.which(cmd, path)
 end
 
+-- Returns the fields after the command name of /proc/<pid>/stat (state first) | nil.
+function M.stat(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  -- The command name is in parentheses and may itself hold spaces or parentheses.
+  local rest = s and s:match("^.*%) (.*)$")
+  if not rest then return nil end
+  local fields = {}
+  for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
+  return fields
+end
+
+-- Returns the pids of `pid`'s children (running or not yet reaped).
+function M.children(pid)
+  local out = {}
+  local f = io.open(("/proc/%d/task/%d/children"):format(pid, pid), "rb")
+  if f then
+    for n in f:read("a"):gmatch("%d+") do out[#out + 1] = tonumber(n) end
+    f:close()
+    return out
+  end
+  -- Without CONFIG_PROC_CHILDREN: every process whose parent is `pid`.
+  for n in require("lfs").dir("/proc") do
+    local st = n:match("^%d+$") and M.stat(n)
+    if st and tonumber(st[2]) == pid then out[#out + 1] = tonumber(n) end
+  end
+  return out
+end
+
+-- How long reap_strays waits for killed strays to be gone.
+M.STRAY_WAIT_MS = 2000
+
+-- Kills (with their groups when they lead one, as a setsid process does) and reaps moat's
+-- children that no process handle tracks: descendants that left their group and, moat being
+-- their subreaper, were re-parented to it. Their own children come to moat next and go the same
+-- way. Returns how many were killed.
+function M.reap_strays()
+  local sys = require("moat.c.system")
+  if not C.has_children() then return 0 end
+  local me, seen, n = sys.getpid(), {}, 0
+  local deadline = sys.monotonic_ms() + M.STRAY_WAIT_MS
+  while true do
+    local left = 0
+    for _, pid in ipairs(M.children(me)) do
+      if not C.tracks(pid) then
+        if not seen[pid] then
+          local st = M.stat(pid)
+          sys.kill(st and tonumber(st[3]) == pid and -pid or pid, "KILL")
+          seen[pid], n = true, n + 1
+        end
+        if C.reap(pid) == false then left = left + 1 end
+      end
+    end
+    if left == 0 or sys.monotonic_ms() >= deadline then return n end
+    C.wait({}, 10)
+  end
+end
+
 -- Returns the environ list {"K=V", ...}, sorted, for the map `env` (default: moat's own).
 function M.environ(env)
   env = env or require("moat.c.system").environ()

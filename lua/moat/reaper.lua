@@ -12,41 +12,11 @@ M.TICK_MS = 200                    -- how often moat and its children are looked
 M.PASSES_MS = { 0, 1000, 3000 }    -- when, after moat is gone, the cleanup runs
 M.CLEANUP_TIMEOUT_MS = 30000
 
--- Returns the fields after the command name of /proc/<pid>/stat (state first) | nil.
-local function _stat(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  -- The command name is in parentheses and may itself hold spaces or parentheses.
-  local rest = s and s:match("^.*%) (.*)$")
-  if not rest then return nil end
-  local fields = {}
-  for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
-  return fields
-end
-
 -- Returns ppid, pgid, start time (clock ticks since boot) of `pid` | nil when it is gone.
 local function _info(pid)
-  local f = _stat(pid)
+  local f = require("moat.proc").stat(pid)
   if not f then return nil end
   return tonumber(f[2]), tonumber(f[3]), f[20]
-end
-
--- Returns the pids of `pid`'s children.
-local function _children(pid)
-  local out = {}
-  local f = io.open(("/proc/%d/task/%d/children"):format(pid, pid), "rb")
-  if f then
-    for n in f:read("a"):gmatch("%d+") do out[#out + 1] = tonumber(n) end
-    f:close()
-    return out
-  end
-  -- Without CONFIG_PROC_CHILDREN: every process whose parent is `pid`.
-  for n in require("lfs").dir("/proc") do
-    if n:match("^%d+$") and _info(n) == pid then out[#out + 1] = tonumber(n) end
-  end
-  return out
 end
 
 -- Returns the program that runs the reaper: moat's own executable.
@@ -80,7 +50,7 @@ local function _watch(parent, me)
   while true do
     local ppid = _info(me)
     if ppid ~= parent then return seen end
-    for _, pid in ipairs(_children(parent)) do
+    for _, pid in ipairs(require("moat.proc").children(parent)) do
       if pid ~= me and not seen[pid] then
         local _, pgid, start = _info(pid)
         if pgid then seen[pid] = { pgid = pgid, start = start } end

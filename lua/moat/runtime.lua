@@ -13,7 +13,9 @@
 --            container|nil (name), cleanup = argv|nil (after a forced stop), signal = fn(sig) -> argv|nil,
 --            companions = { {argv, stdin = string|nil, env = {"K=V"}|nil} }|nil (spawned just before the
 --            client, each in its own group; killed when the client ends), finish = fn()|nil (called
---            once when the run is over, whatever happened: removes what launch made) }
+--            once when the run is over, whatever happened: removes what launch made),
+--            strays = false|nil (false: processes that leave the client's group are not moat's
+--            to end, e.g. an engine's daemons) }
 local proc = require("moat.proc")
 local text = require("moat.text")
 

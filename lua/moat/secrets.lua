@@ -12,6 +12,9 @@ M.MAX_VALUE = 128 * 1024          -- bytes; larger values are refused by name
 M.OUTPUT_CAP = 16 * 1024 * 1024   -- bytes a backend process may print before it is killed
 M.DEFAULT_TIMEOUT = 60            -- seconds per backend call
 M.DEFAULT_JOBS = 8                -- backend processes alive at once
+-- After a backend program exits (its group killed), how long a process that left the group
+-- (setsid) may hold its output open before moat stops reading: what it printed is what it gave.
+M.LINGER_MS = 500
 
 -- Returns nil when `value` may be handed over, else why not.
 local function _refuse(value)
@@ -30,7 +33,8 @@ local function _is_enoent(msg, errno)
 end
 
 -- Returns a failure {kind, reason, fix} for a process result that did not run to its end
--- (timeout, output cap, signal), or nil when it exited normally.
+-- (timeout, output cap, signal), or nil when it exited normally, held output (r.held: the
+-- program exited, an escaped process kept its pipes) included.
 function M.run_failure(r, prog, timeout_s)
   prog = prog or "the backend's program"
   if r.timed_out then
@@ -79,7 +83,7 @@ local function _run(ctx, state, argv, o)
   local t0 = sys.monotonic_ms()
   local r, msg, errno = require("moat.proc").run(argv, {
     stdin = o.stdin, stdout = "pipe", stderr = "pipe", env = state.env_list,
-    cap = M.OUTPUT_CAP, timeout = math.floor(timeout_s * 1000), group = true,
+    cap = M.OUTPUT_CAP, timeout = math.floor(timeout_s * 1000), group = true, linger = M.LINGER_MS,
   })
   if not r then
     local missing = _is_enoent(msg, errno)
@@ -178,6 +182,16 @@ local function _run_backend(scheme, group, state)
     end
   end
   return _ms(sys, t0)
+end
+
+-- Runs the backend tasks; then whatever the backends left behind (a process that escaped its
+-- group and was re-parented to moat) is killed and reaped, whether the gather ended or raised.
+local function _gather(tasks, jobs)
+  if #tasks == 0 then return end
+  local proc = require("moat.proc")
+  local ok, err = pcall(proc.gather, tasks, { jobs = jobs })
+  proc.reap_strays()
+  if not ok then error(err, 0) end
 end
 
 local function _new_state(opts)
@@ -287,7 +301,7 @@ function M.resolve(plan, opts)
       return ms
     end
   end
-  if #tasks > 0 then require("moat.proc").gather(tasks, { jobs = state.opts.jobs }) end
+  _gather(tasks, state.opts.jobs)
 
   local values, records, failures = {}, {}, {}
   for _, s in ipairs(plan.secrets) do
@@ -315,7 +329,6 @@ end
 -- resolve. Returns { {backend, count, ok, reason, fix} } in first-use order.
 function M.check(plan, opts)
   opts = opts or {}
-  local proc = require("moat.proc")
   local state = _new_state(opts)
   -- Nothing is fetched, but what the host already holds is known: plain values and the host
   -- variables env:// names. A backend CLI that echoes one in its failure must not show it.
@@ -354,7 +367,7 @@ function M.check(plan, opts)
       end
     end
   end
-  if #tasks > 0 then proc.gather(tasks, { jobs = state.opts.jobs }) end
+  _gather(tasks, state.opts.jobs)
   for _, c in ipairs(out) do c.requests = nil end
   return out
 end

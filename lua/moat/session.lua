@@ -225,8 +225,13 @@ function M.resolve(s)
   -- A stop signal now, or while backends run (they are stopped), ends the run as interrupted.
   local sig = _stopped()
   if sig then return M.interrupted(s, sig) end
+  -- Processes that escape a backend's group (setsid) come back to moat when orphaned, so that
+  -- moat can end them (moat.secrets does); the supervisor decides the same for the launch.
+  local sys = require("moat.c.system")
+  sys.subreaper(true)
   local done, res = pcall(secrets.resolve, s.plan, { plain = s.plain, jobs = s.opts.jobs,
     timeout = s.opts.timeout, progress = ui.progress })
+  sys.subreaper(false)
   if not done then
     sig = require("moat.proc").interrupted(res)
     if not sig then error(res, 0) end

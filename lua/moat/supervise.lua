@@ -95,6 +95,9 @@ end
 -- that cannot start means nothing ran. Returns true | nil, message, errno.
 local function _start(st)
   local err, errno
+  -- What escapes the launch's groups comes back to moat (and is ended with the run), unless
+  -- the launch says that its client's helpers are meant to outlive it (launch.strays == false).
+  require("moat.c.system").subreaper(st.launch.strays ~= false)
   if st.opts.reaper then
     st.reaper, err, errno = require("moat.reaper").start(st.launch)
     if not st.reaper then return nil, "cannot start moat's reaper: " .. tostring(err), errno end
@@ -134,22 +137,13 @@ local function _force(st)
   st.deadline = _now() + M.LINGER_MS
 end
 
--- True once the client itself has ended and was reaped (it is no longer moat's child), while
--- pipes it shared may still be open.
-local function _exited(p)
-  local f = io.open("/proc/" .. p:pid() .. "/stat", "rb")
-  if not f then return true end
-  local s = f:read("a")
-  f:close()
-  return tonumber(s:match("%) %S+ (%d+)")) ~= require("moat.c.system").getpid()
-end
-
 -- Once the client has ended, a process that left its group (setsid) may hold its pipes for
 -- ever: they are waited on for LINGER_MS more, then closed.
 local function _linger(st)
   if st.lingering or st.forced or _now() < (st.look_at or 0) then return end
   st.look_at = _now() + 100
-  if not _exited(st.p) then return end
+  -- The client itself has ended and was reaped, while pipes it shared may still be open.
+  if not st.p:exited() then return end
   st.lingering = true
   st.deadline = _now() + M.LINGER_MS
 end
@@ -215,6 +209,8 @@ function M.run(launch, opts)
   end
   -- Everything is cleaned up: the reaper is not needed any more.
   if st.reaper then st.reaper:close() end
+  -- Nothing the command started outlives it: processes that left its group are ended too.
+  require("moat.proc").reap_strays()
   return {
     status = M.status(r), code = r.code, signal = r.signal, signals = st.signals, forced = st.forced,
     ms = _now() - started,

@@ -174,23 +174,12 @@ local function _split(out, requests, nonce)
   return values
 end
 
--- Returns the failure of a run that did not end normally | nil. A run that timed out only
--- because something op started (in a session of its own, out of reach of the group kill) held
--- its output after op itself exited 0 is not one: what op printed is what it delivered.
-local function _cut(r, ctx)
-  if r.timed_out and r.code == 0 and not r.signal then
-    ctx.log("op exited 0 but a process it started held its output open until the timeout; using what op printed")
-    return nil
-  end
-  return ctx.run_failure(r, "op")
-end
-
 local function _read_one(req, ctx)
   local r, _, errno = ctx.run({ "op", "read", "--no-newline", req.ref })
   if not r then
     return ctx.fail(req, _cannot_start(ctx, errno))
   end
-  local f = _cut(r, ctx)
+  local f = ctx.run_failure(r, "op")
   if f then return ctx.fail(req, f) end
   if r.code == 0 then return ctx.ok(req, r.stdout) end
   return ctx.fail(req, M.map_error(r.stderr, req, r.code, ctx))
@@ -207,7 +196,7 @@ function M.resolve(requests, ctx)
     for _, req in ipairs(requests) do ctx.fail(req, f) end
     return
   end
-  local f = _cut(r, ctx)
+  local f = ctx.run_failure(r, "op")
   if f and f.kind == "timeout" then
     for _, req in ipairs(requests) do ctx.fail(req, f) end
     return

@@ -251,6 +251,9 @@ function Runtime:launch(spec, env)
     -- With a TTY the client proxies no signals: the daemon delivers them.
     signal = tty and function(sig) return { client, "kill", "--signal", sig, name } end or nil,
     notes = notes,
+    -- The engine's helpers (podman's conmon, pause process, DNS server) outlive the client by
+    -- design and serve other containers: they are not moat's to end.
+    strays = false,
   }
 end
 
