@@ -391,8 +391,19 @@ static size_t skip(const Masker *m, const unsigned char *p, size_t n)
  * bytes at p start no match; the last three are left to step. */
 static size_t scan(const Masker *m, const unsigned char *p, size_t n)
 {
-    size_t q = 0, w = m->window;
+    size_t q = 0, w = m->window, far = w - 3;
     while (q + w <= n) {
+        /* Most windows move by the whole of far: four of them are looked up at once, as
+         * their loads do not wait on each other (a shift is at most far, so the AND of four
+         * is far only when each is). */
+        if (q + w + 3 * far <= n) {
+            const unsigned char *e = p + q + w - 4;
+            if ((m->shift[gram(e)] & m->shift[gram(e + far)] & m->shift[gram(e + 2 * far)] &
+                 m->shift[gram(e + 3 * far)]) == far) {
+                q += 4 * far;
+                continue;
+            }
+        }
         unsigned s = m->shift[gram(p + q + w - 4)];
         if (s)
             q += s;

@@ -196,7 +196,12 @@ static void pump_read(lua_State *L, Proc *p, struct stream *s)
     char chunk[CHUNK];
     size_t used = 0;
     for (int i = 0; i < READS_PER_WAKE && s->fd >= 0; i++) {
-        ssize_t n = read(s->fd, chunk, sizeof chunk);
+        /* Below the cap a read goes straight into the buffer (one copy less); near it,
+         * into chunk, so that append sees what goes past the cap. */
+        int direct = s->len + CHUNK <= p->cap;
+        if (direct)
+            reserve(L, s, s->len + CHUNK, p->cap);
+        ssize_t n = read(s->fd, direct ? s->buf + s->len : chunk, CHUNK);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN)
@@ -204,6 +209,11 @@ static void pump_read(lua_State *L, Proc *p, struct stream *s)
         if (n <= 0) {
             close_fd(&s->fd);
             break;
+        }
+        if (direct) {
+            s->len += (size_t)n;
+            s->fresh = 1;
+            continue;
         }
         if ((size_t)n > used)
             used = (size_t)n;
