@@ -56,6 +56,7 @@ typedef struct Proc {
     int64_t start, end, deadline, kill_at, grace;
     int64_t linger, let_go_at; /* group mode: how long pipes may outlive the child; when */
     int timed_out, truncated, held;
+    int reported; /* a wait has returned it as done */
 } Proc;
 
 /* Open handles whose child has not been reaped: their pids are not strays (see l_reap). */
@@ -1072,7 +1073,10 @@ static int next_timeout(Proc **ps, int n, int64_t until, int64_t now)
 }
 
 /* proc.wait(list, timeout_ms) -> done_list, streaming_list: returns when a process is
- * done, a stream process has new output, a caught signal arrives, or the timeout passes. */
+ * done, a stream process has new output, a caught signal arrives, or the timeout passes.
+ * done_list holds every done process of the list, but one that an earlier wait already
+ * returned as done does not end a wait by itself (unless all are done): a caller that
+ * leaves it in the list neither spins nor starves the others' pipes. */
 static int l_wait(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -1095,15 +1099,17 @@ static int l_wait(lua_State *L)
     const struct moat_signals *signals = shared_signals(L);
     for (;;) {
         moat_drain(chld_pipe[0], NULL);
-        int sig = signals->collect(), ready = 0;
+        int sig = signals->collect(), ready = 0, running = 0;
         int64_t now = now_ms();
         for (int i = 0; i < n; i++) {
             reap(L, ps[i], WNOHANG);
             let_go(L, ps[i], now);
             enforce(L, ps[i], now);
-            ready |= is_done(ps[i]) || (ps[i]->stream && (ps[i]->out.fresh || ps[i]->err.fresh));
+            int done = is_done(ps[i]);
+            running |= !done;
+            ready |= (done && !ps[i]->reported) || (ps[i]->stream && (ps[i]->out.fresh || ps[i]->err.fresh));
         }
-        if (ready || sig || (until >= 0 && now >= until))
+        if (ready || (n > 0 && !running) || sig || (until >= 0 && now >= until))
             break;
         poll_round(L, ps, (int)n, fds, owner, which, next_timeout(ps, (int)n, until, now));
     }
@@ -1112,6 +1118,7 @@ static int l_wait(lua_State *L)
     for (int i = 0, d = 0, s = 0; i < n; i++) {
         Proc *p = ps[i];
         if (is_done(p)) {
+            p->reported = 1;
             lua_geti(L, 1, i + 1);
             lua_rawseti(L, -3, ++d);
         } else if (p->stream && (p->out.fresh || p->err.fresh)) {
