@@ -7,7 +7,6 @@ local fields = require("moat.config.fields")
 local cfile = require("moat.config.file")
 local profile = require("moat.config.profile")
 local refs = require("moat.config.refs")
-local yamlerr = require("moat.config.yamlerr")
 
 local M = {}
 
@@ -159,7 +158,7 @@ function M.parse(text, file, dir, opts)
   local cfg = { file = file, dir = dir, env = {}, secrets = {}, mounts = {}, dependencies = {}, container = {},
     env_files = {}, profiles = {}, profile_names = {}, from = {} }
   local root, err = yaml.load(text, file)
-  if not root then return nil, { _escape(yamlerr.translate(err, file, text)) } end
+  if not root then return nil, { _escape(require("moat.config.yamlerr").translate(err, file, text)) } end
   if root.kind == "map" then
     self:keys(root, cfg)
   elseif root.kind ~= "empty" then

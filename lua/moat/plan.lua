@@ -2,7 +2,8 @@
 -- by its backend. This is what policy scripts see and what moat.secrets resolves. Plain values
 -- are handed back beside the plan, never inside it, so showing a plan never shows them.
 local config = require("moat.config")
-local registry = require("moat.registry")
+-- Loaded when a reference is looked at: a run with no secrets does not need it.
+local function _registry() return require("moat.registry") end
 local text = require("moat.text")
 
 local M = {}
@@ -50,12 +51,12 @@ local function _parse(name, ref)
     return nil, ("secret %s looks like a URL but has no valid scheme (letters, digits, '+', '.', '-');"
       .. " to pass a literal value containing '://', export it and use env://VAR"):format(name)
   end
-  local mod, err, why_not = registry.get(scheme)
+  local mod, err, why_not = _registry().get(scheme)
   if not mod then
     if why_not == "broken" then
       return nil, ("secret %s: the backend for %s:// cannot be loaded: %s"):format(name, scheme, err)
     end
-    local known = registry.schemes()
+    local known = _registry().schemes()
     return nil, ("secret %s: unknown scheme '%s://' (known backends: %s); to pass a literal URL as"
       .. " the value, export it and write %s: env://VAR"):format(name, scheme, table.concat(known, ", "), name)
   end
@@ -150,7 +151,7 @@ local function _wanted(cfg, extra, errors)
   return (_merge(cfg.secrets, extra.secrets, "--secret", "ref", function(v)
     if v == "" then return "the reference is empty" end
     -- A typo in a reference must never become a plain value (ssm:/x, op//v/i/f, " op://…").
-    local fixed = config.suspicious_ref(v, registry.schemes())
+    local fixed = config.suspicious_ref(v, _registry().schemes())
     return fixed and ("'%s' looks like a broken reference: did you mean %s?"):format(text.show(v), text.show(fixed))
   end, errors))
 end

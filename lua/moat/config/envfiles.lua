@@ -4,7 +4,6 @@
 -- A name set twice, across files or in a file and the config, is an error naming both places.
 local check = require("moat.config.check")
 local refs = require("moat.config.refs")
-local dotenv = require("moat.dotenv")
 
 local M = {}
 
@@ -80,6 +79,7 @@ function M.load(cfg, cli, opts)
   for _, f in ipairs(_list(cfg, cli)) do
     local ok, why = _allowed(f, opts.inside)
     local text
+    local dotenv = require("moat.dotenv") -- only when there is an env file
     if ok then text, why = dotenv.read(f.file) end
     if not text then
       errors[#errors + 1] = ("%s: env file %s %s"):format(f.where, f.path, why)
