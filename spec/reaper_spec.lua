@@ -48,9 +48,9 @@ describe("moat.reaper", function()
   end)
 
   it("kills the process groups of the children moat had when moat dies", function()
-    -- A stand-in for moat: a shell that starts a process group (setsid) and the reaper, then
-    -- is killed; the reaper must take the group down.
-    local script = ("setsid sleep %s & %q %s $$ -- & sleep 1; kill -KILL $$"):format(tag, _G.MOAT_BIN,
+    -- A stand-in for moat: a shell that starts a process group (setsid) and the reaper (in a
+    -- group of its own, as moat starts it), then is killed; the reaper must take the group down.
+    local script = ("setsid sleep %s & setsid %q %s $$ -- & sleep 1; kill -KILL $$"):format(tag, _G.MOAT_BIN,
       reaper.COMMAND)
     local sh = assert(proc.spawn({ "sh", "-c", script }, { env = { "PATH=" .. os.getenv("PATH") } }))
     P.finish(sh)
