@@ -89,7 +89,8 @@ asan:
 # on PATH) preloads the ASan runtime into every lua5.4 process, and only into those. It sits
 # in build-asan/lua/bin beside an include/ with Lua's headers, so luarocks, which derives
 # its Lua prefix from the interpreter on PATH, still finds them. Leak checking is off because
-# the interpreter exits without freeing its state (valgrind covers leaks). Reports go to
+# the interpreter exits without freeing its state (valgrind covers leaks); disable_coredump=0
+# keeps the core limits the specs set themselves (ASan would zero them at start). Reports go to
 # files under build-asan/reports; any report fails the target. sanitizers_spec.lua, which runs
 # this target, stays out.
 ASAN_REPORTS := $(CURDIR)/build-asan/reports
@@ -107,7 +108,7 @@ test-asan: asan build-asan/unpreload.so build-asan/lua/bin/lua5.4
 	MOAT_ASAN_LUA=$$(command -v lua5.4) MOAT_ASAN_RUNTIME=$$($(CC) -print-file-name=libasan.so) \
 	MOAT_ASAN_UNPRELOAD=$(CURDIR)/build-asan/unpreload.so PATH=$(CURDIR)/build-asan/lua/bin:$$PATH \
 	MOAT_BUILD=$(CURDIR)/build-asan \
-	ASAN_OPTIONS=detect_leaks=0:log_path=$(ASAN_REPORTS)/asan \
+	ASAN_OPTIONS=detect_leaks=0:disable_coredump=0:log_path=$(ASAN_REPORTS)/asan \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(ASAN_REPORTS)/ubsan \
 	  spec/run $(filter-out spec/sanitizers_spec.lua,$(SPECS)); status=$$?; \
 	if [ -n "$$(ls -A $(ASAN_REPORTS))" ]; then cat $(ASAN_REPORTS)/*; echo "sanitizer findings above"; exit 1; fi; \
