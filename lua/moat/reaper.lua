@@ -35,12 +35,10 @@ function M.start(launch, opts)
     env = launch.reap_env or { "PATH=" .. (os.getenv("PATH") or "/usr/bin:/bin") } })
 end
 
--- Sends `sig` to `pid`'s process group when it leads one, else to `pid` (never to a group it
--- only shares, such as moat's own job). Uses kill(1): moat runs no shell.
+-- Kills `pid`'s process group when it leads one, else `pid` alone (never a group it only
+-- shares, such as moat's own job).
 local function _kill(pid, pgid)
-  local target = pgid == pid and ("-" .. pid) or tostring(pid)
-  local proc = require("moat.proc")
-  proc.run({ "kill", "-KILL", "--", target }, { stdout = "null", stderr = "null", timeout = 5000 })
+  require("moat.c.system").kill(pgid == pid and -pid or pid, "KILL")
 end
 
 -- Watches `parent` until it is gone; returns the children it had: { [pid] = {pgid, start} }.
