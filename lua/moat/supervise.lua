@@ -7,7 +7,7 @@ local M = {}
 
 M.GRACE_MS = 10000     -- after a forwarded TERM/HUP, how long the command has to stop by itself
 M.CAP = 64 * 1024 * 1024
-M.LINGER_MS = 2000     -- after a forced stop, how long pipes held by escaped processes may stay open
+M.LINGER_MS = 2000     -- after the client ended or was forced, how long escaped processes may hold its pipes
 
 local function _now()
   return require("moat.c.system").monotonic_ms()
