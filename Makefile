@@ -59,8 +59,8 @@ $(BUILD)/lib/moat/c/%.so: $(BUILD)/obj/%.o | $(BUILD)/lib/moat/c
 # program, not a Lua module; static where libc's static archive exists, so that it runs in
 # any image (a dynamic one runs only in images with a compatible libc).
 INIT_STATIC := $(shell printf 'int main(void){return 0;}' | $(CC) -static -x c -o /dev/null - 2>/dev/null && echo -static)
-$(BUILD)/moat-init: init/moat-init.c | $(BUILD)/obj
-	$(CC) -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(INIT_STATIC) -o $@ $<
+$(BUILD)/moat-init: init/moat-init.c init/reap.c init/reap.h | $(BUILD)/obj
+	$(CC) -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(INIT_STATIC) -o $@ init/moat-init.c init/reap.c
 
 test: all
 	spec/run

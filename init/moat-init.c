@@ -1,4 +1,4 @@
-/* moat-init: the small helper moat runs around its runtimes. One static binary, four modes:
+/* moat-init: the small helper moat runs around its runtimes. One static binary, five modes:
  *
  *   moat-init --from FIFO -- PROG [ARG...]   inside a container: read NAME=value records from
  *                                           FIFO, setenv each, exec PROG (the image's
@@ -10,6 +10,8 @@
  *   moat-init --slirp SLIRP -- BWRAP [ARG...] run bubblewrap in its own network namespace with
  *                                           outbound networking through slirp4netns, which
  *                                           never reaches the host's loopback
+ *   moat-init --reap MOAT_PID -- [CLEANUP...] on the host: moat's watchdog, which cleans up
+ *                                           if moat dies without doing so (see reap.c)
  *
  * Records are netstrings, "LEN:NAME=VALUE," with LEN the decimal byte count of NAME=VALUE,
  * ended by "0:,". A stream without that end is refused: a half-written set of values never
@@ -33,6 +35,8 @@
 #include <poll.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "reap.h"
 
 #define MAX_INPUT (64u * 1024u * 1024u)
 #define WAIT_VALUES_S 120
@@ -504,7 +508,8 @@ static int usage(void)
 {
     fprintf(stderr, "usage: moat-init --from FIFO -- PROG [ARG...]\n"
                     "       moat-init --feed FIFO | --mkfifo PATH\n"
-                    "       moat-init --slirp SLIRP4NETNS -- BWRAP [ARG...]\n");
+                    "       moat-init --slirp SLIRP4NETNS -- BWRAP [ARG...]\n"
+                    "       moat-init --reap MOAT_PID -- [CLEANUP...]\n");
     return 64;
 }
 
@@ -518,5 +523,7 @@ int main(int argc, char **argv)
         return run_from(argv[2], argv + 4);
     if (argc >= 5 && strcmp(argv[3], "--") == 0 && strcmp(argv[1], "--slirp") == 0)
         return run_slirp(argv[2], argv + 4, argc - 4);
+    if (argc >= 4 && strcmp(argv[3], "--") == 0 && strcmp(argv[1], "--reap") == 0 && atoi(argv[2]) > 0)
+        return run_reap((pid_t)atoi(argv[2]), argv + 4);
     return usage();
 }

@@ -1,5 +1,6 @@
--- moat.reaper, the watchdog `moat __reaper MOAT_PID -- CLEANUP...`: it does nothing while moat
--- lives, and once moat is gone it kills the children it saw and runs the cleanup.
+-- moat's reaper, the watchdog `moat-init --reap MOAT_PID -- CLEANUP...` (init/reap.c): it does
+-- nothing while moat lives, and once moat is gone it kills the children it saw and runs the
+-- cleanup.
 local t = require("support.moat")
 local proc = require("moat.c.proc")
 local sys = require("moat.c.system")
@@ -7,6 +8,7 @@ local P = dofile(MOAT_ROOT .. "/spec/fixtures/faults/procs.lua")
 
 describe("moat.reaper", function()
   local reaper = require("moat.reaper")
+  local INIT = _G.MOAT_BIN:gsub("moat$", "moat-init")
   local dir, tag
 
   before_each(function()
@@ -19,15 +21,25 @@ describe("moat.reaper", function()
   end)
 
   local function start(pid, cleanup)
-    local argv = { _G.MOAT_BIN, reaper.COMMAND, tostring(pid), "--" }
+    local argv = { INIT, "--reap", tostring(pid), "--" }
     for _, a in ipairs(cleanup) do argv[#argv + 1] = a end
     return assert(proc.spawn(argv, { env = { "PATH=" .. os.getenv("PATH") }, stdout = "pipe", stderr = "pipe" }))
   end
 
-  it("is internal: without a pid and -- it refuses with 64", function()
-    local r = t.exec({ _G.MOAT_BIN, reaper.COMMAND })
+  it("is started from the moat-init beside moat, with moat's pid and the cleanup", function()
+    local argv = assert(reaper.argv({ cleanup = { "docker", "rm", "-f", "moat-x" } }, { init = INIT }))
+    assert.same({ INIT, "--reap", tostring(sys.getpid()), "--", "docker", "rm", "-f", "moat-x" }, argv)
+    -- Without moat-init there is no watchdog, and moat says what is missing.
+    local none, err = reaper.start({}, { init = false })
+    if none then none:close() end
+    assert.is_nil(none)
+    assert.matches("moat-init is not installed beside moat", err, 1, true)
+  end)
+
+  it("refuses a call without a pid and -- (64)", function()
+    local r = t.exec({ INIT, "--reap" })
     assert.equal(64, r.code)
-    assert.matches("internal", r.stderr, 1, true)
+    assert.matches("--reap MOAT_PID", r.stderr, 1, true)
   end)
 
   it("does nothing while its parent lives", function()
@@ -50,8 +62,7 @@ describe("moat.reaper", function()
   it("kills the process groups of the children moat had when moat dies", function()
     -- A stand-in for moat: a shell that starts a process group (setsid) and the reaper (in a
     -- group of its own, as moat starts it), then is killed; the reaper must take the group down.
-    local script = ("setsid sleep %s & setsid %q %s $$ -- & sleep 1; kill -KILL $$"):format(tag, _G.MOAT_BIN,
-      reaper.COMMAND)
+    local script = ("setsid sleep %s & setsid %q --reap $$ -- & sleep 1; kill -KILL $$"):format(tag, INIT)
     local sh = assert(proc.spawn({ "sh", "-c", script }, { env = { "PATH=" .. os.getenv("PATH") } }))
     P.finish(sh)
     assert.same({}, P.wait_gone(tag, 3000))

@@ -686,7 +686,8 @@ static _Noreturn void child_fail(const struct child *c, int stage)
     _exit(127);
 }
 
-/* Runs in the forked child: only async-signal-safe calls. */
+/* Runs in the vforked child, on moat's memory: only async-signal-safe calls, and no writes
+ * outside its own frame but errno's. */
 static _Noreturn void child_exec(const struct child *c)
 {
     struct sigaction sa;
@@ -770,14 +771,17 @@ static void close_parent_ends(Proc *p)
     close_fd(&p->err.fd);
 }
 
-/* Forks and execs; returns 0, or an errno with *stage set, the child reaped. */
+/* Forks and execs; returns 0, or an errno with *stage set, the child reaped. vfork: moat
+ * waits for the exec anyway (the report pipe), and not copying its page tables (nor taking
+ * the copy-on-write faults after) is most of what a spawn costs. The child only reads c,
+ * writes its own stack and makes async-signal-safe calls before it execs or _exits. */
 static int fork_exec(lua_State *L, Proc *p, struct child *c, int report_rd, int *stage)
 {
     sigset_t all, old;
     sigfillset(&all);
     /* Blocked across fork so no handler runs in the child before the reset. */
     sigprocmask(SIG_SETMASK, &all, &old);
-    pid_t pid = fork();
+    pid_t pid = vfork();
     if (pid == 0)
         child_exec(c);
     int err = errno;

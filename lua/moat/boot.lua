@@ -16,7 +16,4 @@ if not ok then
   return 70
 end
 
--- moat run's watchdog (see moat.reaper) is moat itself, started with an internal command.
-if args[1] == "__reaper" then return require("moat.reaper").main(args) end
-
 return require("moat.cli").main(args, { version = info.version })
