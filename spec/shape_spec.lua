@@ -74,10 +74,13 @@ describe("code shape", function()
         end
       end
     end
-    for _, p in ipairs(files(MOAT_ROOT .. "/src", ".c")) do
-      for _, f in ipairs(c_functions(p)) do
-        if f.last - f.first + 1 > MAX_FUNCTION then
-          long[#long + 1] = ("%s:%d %s: %d lines"):format(p:sub(#MOAT_ROOT + 2), f.first, f.name, f.last - f.first + 1)
+    for _, dir in ipairs({ "/src", "/init", "/tools" }) do
+      for _, p in ipairs(files(MOAT_ROOT .. dir, ".c")) do
+        for _, f in ipairs(c_functions(p)) do
+          if f.last - f.first + 1 > MAX_FUNCTION then
+            local n = f.last - f.first + 1
+            long[#long + 1] = ("%s:%d %s: %d lines"):format(p:sub(#MOAT_ROOT + 2), f.first, f.name, n)
+          end
         end
       end
     end
