@@ -40,8 +40,8 @@ $(BUILD)/obj/main.o: src/main.c src/moat.h $(BUILD)/modlist.h | $(BUILD)/obj
 # The built-in Lua goes into the binary precompiled (tools/embed.c dumps each module with the
 # liblua moat links); the sources are still installed, for listings, reading and the fallback.
 LUA_SRCS := $(shell cd lua && find moat -name '*.lua' | LC_ALL=C sort)
-$(BUILD)/embed: tools/embed.c | $(BUILD)/obj
-	$(CC) -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LUA_CFLAGS) -o $@ $< $(LUA_LIBS) -lm -ldl
+$(BUILD)/embed: tools/embed.c tools/thin.c tools/thin.h | $(BUILD)/obj
+	$(CC) -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LUA_CFLAGS) -o $@ tools/embed.c tools/thin.c $(LUA_LIBS) -lm -ldl
 
 $(BUILD)/chunks.c: $(BUILD)/embed $(LUA_SRCS:%=lua/%)
 	$(BUILD)/embed $@ lua $(LUA_SRCS)

@@ -1,14 +1,17 @@
 /* Build-time generator: compiles moat's built-in Lua sources with the liblua the moat binary
  * links and writes them, as lua_dump output, into a C file of static arrays that main.c looks
  * modules up in. Usage: embed OUT.c ROOT moat/a.lua moat/b/c.lua ...
- * Chunk names are "@moat/a.lua" (relative, so no build machine's path is in the binary); debug
- * information is kept, so errors and tracebacks still name file and line. */
+ * Chunk names are "@moat/a.lua" (relative, so no build machine's path is in the binary); line
+ * information is kept, so errors and tracebacks still name file and line, but the names of
+ * locals and upvalues are dropped (thin.c): loading them was most of a run's start-up. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
 #include <lua.h>
+
+#include "thin.h"
 
 struct entry {
     char *name; /* moat.a, moat.b.c */
@@ -58,6 +61,37 @@ static char *module_name(const char *file)
     return name;
 }
 
+/* Stripped dump of the function on top of L into b; returns 0 or -1. */
+static int stripped(lua_State *L, struct buf *b)
+{
+    return lua_dump(L, writer, b, 1) == 0 ? 0 : -1;
+}
+
+/* Replaces the dump in `out` of the function on top of L by its thinned form, after checking
+ * that the thinned chunk loads and is, stripped, byte for byte the function's stripped dump. */
+static int thin(lua_State *L, const char *file, struct buf *out)
+{
+    unsigned char *t = malloc(out->len);
+    size_t n = t ? thin_chunk(out->data, out->len, t) : 0;
+    struct buf want = { 0 }, got = { 0 };
+    int ok = n > 0 && stripped(L, &want) == 0
+             && luaL_loadbufferx(L, (const char *)t, n, file, "b") == LUA_OK;
+    if (ok) {
+        ok = stripped(L, &got) == 0 && got.len == want.len && memcmp(got.data, want.data, got.len) == 0;
+        lua_pop(L, 1);
+    }
+    free(want.data);
+    free(got.data);
+    if (!ok) {
+        free(t);
+        return -1;
+    }
+    free(out->data);
+    out->data = t;
+    out->len = out->cap = n;
+    return 0;
+}
+
 static int compile(lua_State *L, const char *root, const char *file, struct entry *e)
 {
     char path[4096], chunkname[4096];
@@ -82,8 +116,8 @@ static int compile(lua_State *L, const char *root, const char *file, struct entr
     }
     free(src.data);
     struct buf out = { 0 };
-    if (lua_dump(L, writer, &out, 0) != 0) {
-        fprintf(stderr, "embed: %s: out of memory\n", file);
+    if (lua_dump(L, writer, &out, 0) != 0 || thin(L, file, &out) != 0) {
+        fprintf(stderr, "embed: %s: out of memory, or the chunk cannot be thinned\n", file);
         return -1;
     }
     lua_pop(L, 1);
