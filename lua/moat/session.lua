@@ -209,17 +209,33 @@ function M.open(o)
   return s
 end
 
+-- Returns whether resolving the plan asks any backend (plain values are not asked for).
+local function _asks(plan)
+  for _, e in ipairs(plan.secrets) do
+    if not e.plain then return true end
+  end
+  return false
+end
+
+-- Resolves the plan's secrets with moat.secrets (not even loaded when there are none).
+local function _fetch(s)
+  if #s.plan.secrets == 0 then return true, { ok = true, values = {}, records = {}, failures = {} } end
+  return pcall(require("moat.secrets").resolve, s.plan, { plain = s.plain, jobs = s.opts.jobs,
+    timeout = s.opts.timeout, progress = ui.progress })
+end
+
 -- Resolves every secret of the session, recording each outcome when audited.
 -- Returns res (see moat.secrets.resolve) | nil, message, kind.
 function M.resolve(s)
-  local secrets = require("moat.secrets")
   local log, err, kind
   if s.opts.audit then
     log, err, kind = _log(s)
     if not log then return nil, err, kind end
     -- run.started is durable before any backend is asked: a log that cannot be written stops
-    -- the run here (74), not after secrets were fetched.
-    local ok, cerr = _commit(s)
+    -- the run here (74), not after secrets were fetched. With no backend to ask, it goes in
+    -- the launch's durable batch (one fsync less).
+    local ok, cerr = true, nil
+    if _asks(s.plan) then ok, cerr = _commit(s) end
     if not ok then return _fail(s, { outcome = "failed", kind = "audit", exit = exit.IOERR }, cerr, "audit") end
   end
   -- A stop signal now, or while backends run (they are stopped), ends the run as interrupted.
@@ -229,8 +245,7 @@ function M.resolve(s)
   -- moat can end them (moat.secrets does); the supervisor decides the same for the launch.
   local sys = require("moat.c.system")
   sys.subreaper(true)
-  local done, res = pcall(secrets.resolve, s.plan, { plain = s.plain, jobs = s.opts.jobs,
-    timeout = s.opts.timeout, progress = ui.progress })
+  local done, res = _fetch(s)
   sys.subreaper(false)
   if not done then
     sig = require("moat.proc").interrupted(res)
@@ -242,7 +257,7 @@ function M.resolve(s)
     if not ok then return _fail(s, { outcome = "failed", kind = "audit", exit = exit.IOERR }, rerr, "audit") end
   end
   if not res.ok then
-    local msg = secrets.report(res.failures)
+    local msg = require("moat.secrets").report(res.failures)
     _fail(s, { outcome = "failed", kind = "secrets", exit = exit.UNAVAILABLE })
     return nil, msg, "secrets", res
   end

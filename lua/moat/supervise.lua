@@ -41,10 +41,9 @@ end
 function M.maskers(opts)
   local masking = opts.mask and #opts.mask > 0
   local m = { out = masking and opts.mask_stdout or nil, err = masking and opts.mask_stderr or nil }
-  local scrub = require("moat.scrub")
   local ok, err = pcall(function()
-    if m.out then m.out = scrub.masker(opts.mask) end
-    if m.err then m.err = scrub.masker(opts.mask) end
+    if m.out then m.out = require("moat.scrub").masker(opts.mask) end
+    if m.err then m.err = require("moat.scrub").masker(opts.mask) end
   end)
   if not ok then
     return nil, ("the secret values cannot be masked (%s): pass --no-mask, or put large data in a file")
