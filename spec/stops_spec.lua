@@ -203,4 +203,25 @@ describe("stopping moat", function()
     P.finish(p)
     assert.same({}, P.wait_gone(tag, 3000))
   end)
+
+  it("a moat that fails inside (error 70) with a process still open ends it on the way out", function()
+    -- A user runtime module that starts a process, keeps its handle and then fails: moat
+    -- does not free its Lua state at exit, so ending the process is moat_proc_end_all's job.
+    local dir = home .. "/xdg/moat/lua/moat/runtime"
+    t.write(dir .. "/host.lua", ([[
+local M = {}
+for k, v in pairs(require("moat.loader").builtin("moat.runtime.host")) do M[k] = v end
+function M.launch()
+  _G.KEPT = assert(require("moat.c.proc").spawn({ "sh", "-c", "sleep 60; : %s" }, { group = true }))
+  error("launch failed on purpose")
+end
+return M
+]]):format(tag))
+    t.write(ws .. "/moat.yaml", "name: stops\n")
+    local p = start("true")
+    local r = P.finish(p)
+    assert.equal(70, r.code, r.stderr)
+    assert.matches("launch failed on purpose", r.stderr, 1, true)
+    assert.same({}, P.wait_gone(tag, 3000))
+  end)
 end)

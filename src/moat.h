@@ -107,4 +107,9 @@ static inline void moat_class(lua_State *L, const char *name, const luaL_Reg *me
 
 #define MOAT_MOD(name) int luaopen_moat_c_##name(lua_State *L);
 
+/* For moat's exit, which does not free the Lua state (src/main.c): kills and reaps the child
+ * of every moat.c.proc handle still open, as closing the handles would, and wipes their
+ * buffers. */
+void moat_proc_end_all(void);
+
 #endif

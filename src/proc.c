@@ -361,12 +361,9 @@ static void push_result(lua_State *L, Proc *p)
     lua_setfield(L, -2, "ms");
 }
 
-/* Kills and reaps a running child, closes the pipes, wipes the buffers. Idempotent. */
-static int m_close(lua_State *L)
+/* Kills a running child (its group when it leads one) and reaps it. */
+static void end_child(Proc *p)
 {
-    Proc *p = luaL_checkudata(L, 1, PROC_MT);
-    if (p->closed)
-        return 0;
     if (p->pid > 0 && !p->reaped) {
         signal_target(p, SIGKILL);
         int st;
@@ -374,6 +371,26 @@ static int m_close(lua_State *L)
             ;
         p->reaped = 1;
     }
+}
+
+void moat_proc_end_all(void)
+{
+    while (tracked) {
+        Proc *p = tracked;
+        end_child(p);
+        untrack(p);
+        wipe_free(&p->out);
+        wipe_free(&p->err);
+    }
+}
+
+/* Kills and reaps a running child, closes the pipes, wipes the buffers. Idempotent. */
+static int m_close(lua_State *L)
+{
+    Proc *p = luaL_checkudata(L, 1, PROC_MT);
+    if (p->closed)
+        return 0;
+    end_child(p);
     untrack(p);
     close_fd(&p->in_fd);
     close_fd(&p->out.fd);

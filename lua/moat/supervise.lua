@@ -176,6 +176,12 @@ local function _wait(st)
   return st.p:result()
 end
 
+-- The maskers hold the values: they are wiped as soon as the output is relayed, not when
+-- the collector gets to them (moat's exit does not free its Lua state).
+local function _close_maskers(st)
+  for _, m in pairs(st.maskers) do m:close() end
+end
+
 -- Runs `launch` (see moat.runtime) in the foreground until it ends. opts:
 --   mask = array of values to conceal in the output (nil/empty: no masking),
 --   mask_stdout / mask_stderr = bool (which streams go through the masker),
@@ -194,12 +200,16 @@ function M.run(launch, opts)
   local _stops <close> = require("moat.proc").hold_stops() -- luacheck: ignore 211 (held for its <close>)
   local started = _now()
   local ok, err, errno = _start(st)
-  if not ok then return nil, err, errno end
+  if not ok then
+    _close_maskers(st)
+    return nil, err, errno
+  end
   local p = st.p
   local r = _wait(st)
   _relay(st)
   if st.maskers.out then st.write_out(st.maskers.out:finish()) end
   if st.maskers.err then st.write_err(st.maskers.err:finish()) end
+  _close_maskers(st)
   p:close()
   _end_companions(st.companions, launch)
   -- A client that died by a signal may leave its container running; remove it by name.
