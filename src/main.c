@@ -180,6 +180,23 @@ static int load_boot(lua_State *L)
     return luaL_loadfilex(L, boot, "t");
 }
 
+/* Pushes what boot.lua gets first: where the built-in Lua is, the precompiled chunks, the
+ * site directory and the version. */
+static void push_info(lua_State *L)
+{
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, lua_dir);
+    lua_setfield(L, -2, "lua_dir");
+    lua_pushcfunction(L, l_has_chunk);
+    lua_setfield(L, -2, "has_chunk");
+    lua_pushcfunction(L, l_load_chunk);
+    lua_setfield(L, -2, "load_chunk");
+    lua_pushstring(L, MOAT_SITE_DIR);
+    lua_setfield(L, -2, "site_dir");
+    lua_pushstring(L, MOAT_VERSION);
+    lua_setfield(L, -2, "version");
+}
+
 int main(int argc, char **argv)
 {
     if (fill_stdio() != 0)
@@ -211,17 +228,7 @@ int main(int argc, char **argv)
         lua_close(L);
         return 70;
     }
-    lua_createtable(L, 0, 5);
-    lua_pushstring(L, lua_dir);
-    lua_setfield(L, -2, "lua_dir");
-    lua_pushcfunction(L, l_has_chunk);
-    lua_setfield(L, -2, "has_chunk");
-    lua_pushcfunction(L, l_load_chunk);
-    lua_setfield(L, -2, "load_chunk");
-    lua_pushstring(L, MOAT_SITE_DIR);
-    lua_setfield(L, -2, "site_dir");
-    lua_pushstring(L, MOAT_VERSION);
-    lua_setfield(L, -2, "version");
+    push_info(L);
     lua_createtable(L, argc, 0);
     for (int i = 1; i < argc; i++) {
         lua_pushstring(L, argv[i]);
