@@ -1,8 +1,9 @@
 /* moat-init --reap MOAT_PID -- [CLEANUP...]: the watchdog that outlives moat.
  *
  * moat starts it (in a process group of its own, with no value in its argv or environ) before
- * the runtime client. While moat lives it only looks, every TICK_MS, at moat's children and
- * notes each one's process group and start time; moat kills it on every path moat survives.
+ * the runtime client. While moat lives it only looks, every TICK_MS and whenever moat sends it
+ * SIGURG (right after starting the client), at moat's children and notes each one's process
+ * group and start time; moat kills it on every path moat survives.
  * Once moat is gone (SIGKILL, a crash) it kills the children it saw that are still the same
  * processes (their groups when they lead one) and runs CLEANUP (e.g. `docker rm -f moat-<run>`)
  * at each of PASSES_MS after that, so a container still being created is caught as well.
@@ -129,6 +130,9 @@ static void run_cleanup(char **argv)
 {
     pid_t pid = fork();
     if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         int null = open("/dev/null", O_RDWR | O_CLOEXEC);
         if (null >= 0) {
             dup2(null, 0);
@@ -151,16 +155,27 @@ static void run_cleanup(char **argv)
     }
 }
 
+/* Waits up to TICK_MS, less when moat's SIGURG (blocked, so never lost) comes. */
+static void tick(const sigset_t *poke)
+{
+    struct timespec ts = { 0, TICK_MS * 1000000L };
+    sigtimedwait(poke, NULL, &ts);
+}
+
 int run_reap(pid_t parent, char **cleanup)
 {
     static struct seen seen[MAX_SEEN];
     int n = 0;
     pid_t me = getpid(), ppid, pgid;
     unsigned long long start;
+    sigset_t poke;
+    sigemptyset(&poke);
+    sigaddset(&poke, SIGURG);
+    sigprocmask(SIG_BLOCK, &poke, NULL);
     signal(SIGPIPE, SIG_IGN);
     while (proc_info(me, &ppid, &pgid, &start) == 0 && ppid == parent) {
         n = note_children(parent, me, seen, n);
-        sleep_ms(TICK_MS);
+        tick(&poke);
     }
     kill_seen(seen, n);
     if (cleanup[0] == NULL)

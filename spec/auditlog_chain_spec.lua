@@ -26,6 +26,20 @@ local function lines_of(path)
   return out
 end
 
+-- The records' lines of a log (without the signature line that ends a finished one).
+local function records_of(path)
+  local lines = lines_of(path)
+  if json.decode(lines[#lines] or "").sig then table.remove(lines) end
+  return lines
+end
+
+-- The signature line over the last of `lines` (records), signed with `sk`.
+local function sig_line(run, lines, sk)
+  local last = json.decode(lines[#lines])
+  local sig = sys.sign(auditlog.signed_message(run.id, last.seq, last.hash), sk)
+  return json.encode({ run = run.id, seq = last.seq, hash = last.hash, sig = sys.to_hex(sig) }, { canonical = true })
+end
+
 local function finished_run(name, n)
   local run = assert(auditlog.start({ name = name, workspace = "/w", runtime = "docker", image = "alpine" }))
   for i = 1, n do
@@ -37,7 +51,7 @@ end
 
 -- Rewrites a run as an attacker with a key pair of their own would: edit, rechain, re-sign.
 local function forge(run, home, edit)
-  local lines = lines_of(run.path)
+  local lines = records_of(run.path)
   lines = edit(lines) or lines
   local prev = auditlog.ZERO
   for i, l in ipairs(lines) do
@@ -47,14 +61,10 @@ local function forge(run, home, edit)
     lines[i] = auditlog.serialize(r)
     prev = r.hash
   end
-  spit(run.path, table.concat(lines, "\n") .. "\n")
   local pk, sk = sys.sign_keypair()
   spit(home .. "/keys/audit.pub", sys.to_hex(pk) .. "\n")
   spit(home .. "/keys/audit.key", sys.to_hex(sk) .. "\n")
-  local last = json.decode(lines[#lines])
-  local sig = sys.sign(auditlog.signed_message(run.id, last.seq, last.hash), sk)
-  spit(run.dir .. "/audit.sig", json.encode({ run = run.id, seq = last.seq, hash = last.hash,
-    sig = sys.to_hex(sig) }, { canonical = true }) .. "\n")
+  spit(run.path, table.concat(lines, "\n") .. "\n" .. sig_line(run, lines, sk) .. "\n")
   return pk
 end
 
@@ -80,6 +90,7 @@ describe("moat.auditlog: deletion and key swaps", function()
   it("writes one chained runs.jsonl line per run start and finish, with head and key", function()
     local a = finished_run("a", 1)
     local b = assert(auditlog.start({ name = "b" }))
+    assert(b:commit()) -- the first commit records the start
     local lines = lines_of(home .. "/runs.jsonl")
     assert.equal(3, #lines)
     local prev = auditlog.ZERO
@@ -104,20 +115,19 @@ describe("moat.auditlog: deletion and key swaps", function()
     local run = finished_run("a", 3) -- seq 1..5
     local lines = lines_of(run.path)
     spit(run.path, table.concat(lines, "\n", 1, 3) .. "\n")
-    os.remove(run.dir .. "/audit.sig")
     local rep = auditlog.verify(run.dir)
     assert.equal("invalid", rep.status)
     assert.equal(4, rep.bad_seq)
-    assert.matches("the tail %(seq 4..5%) and audit.sig were deleted", rep.reason)
+    assert.matches("the tail %(seq 4..5%) and the signature were deleted", rep.reason)
   end)
 
   it("fails a run whose signature alone was deleted", function()
     local run = finished_run("a", 1)
-    os.remove(run.dir .. "/audit.sig")
+    spit(run.path, table.concat(records_of(run.path), "\n") .. "\n")
     local rep = auditlog.verify(run.dir)
     assert.equal("invalid", rep.status)
     assert.equal(3, rep.bad_seq)
-    assert.matches("audit.sig was deleted", rep.reason)
+    assert.matches("the signature was deleted", rep.reason)
   end)
 
   it("fails a forged log re-signed with a new key pair, naming the key change", function()
@@ -138,7 +148,7 @@ describe("moat.auditlog: deletion and key swaps", function()
   it("fails a log rewritten and re-signed with the same key (the head differs from runs.jsonl)", function()
     local run = finished_run("a", 2)
     local sk = assert(auditlog.ensure_keys())
-    local lines = lines_of(run.path)
+    local lines = records_of(run.path)
     table.remove(lines, 3)
     local prev = auditlog.ZERO
     for i, l in ipairs(lines) do
@@ -147,10 +157,7 @@ describe("moat.auditlog: deletion and key swaps", function()
       r.hash = auditlog.hash(r)
       lines[i], prev = auditlog.serialize(r), r.hash
     end
-    spit(run.path, table.concat(lines, "\n") .. "\n")
-    local last = json.decode(lines[#lines])
-    spit(run.dir .. "/audit.sig", json.encode({ run = run.id, seq = last.seq, hash = last.hash,
-      sig = sys.to_hex(sys.sign(auditlog.signed_message(run.id, last.seq, last.hash), sk)) }, { canonical = true }))
+    spit(run.path, table.concat(lines, "\n") .. "\n" .. sig_line(run, lines, sk) .. "\n")
     local rep = auditlog.verify(run.dir)
     assert.equal("invalid", rep.status)
     assert.matches("does not end at the head runs.jsonl recorded", rep.reason)
@@ -169,14 +176,38 @@ describe("moat.auditlog: deletion and key swaps", function()
     assert.matches("the signing key changed at runs.jsonl line 5", table.concat(c.problems, "\n"))
   end)
 
-  it("fails a run whose runs.jsonl lines were removed while earlier runs stay listed", function()
+  it("fails a run whose runs.jsonl lines were removed while runs before and after it stay listed", function()
     finished_run("a", 0)
     local b = finished_run("b", 0)
+    finished_run("c", 0)
+    local lines = lines_of(home .. "/runs.jsonl")
+    table.remove(lines, 4)
+    table.remove(lines, 3)
+    -- chained anew from there on, as someone hiding b would
+    local keys = require("moat.auditlog.core").RUN_KEYS
+    local prev = json.decode(lines[2]).hash
+    for i = 3, #lines do
+      local e = json.decode(lines[i])
+      e.seq, e.prev = i, prev
+      e.hash = auditlog.hash(e, keys)
+      lines[i], prev = auditlog.serialize(e, keys), e.hash
+    end
+    spit(home .. "/runs.jsonl", table.concat(lines, "\n") .. "\n")
+    local rep = auditlog.verify(b.dir)
+    assert.equal("invalid", rep.status)
+    assert.matches("not listed in runs.jsonl although runs before and after it are", rep.reason)
+  end)
+
+  it("accepts the newest run unlisted: its start line is durable only with its finish", function()
+    finished_run("a", 0)
+    local b = assert(auditlog.start({ name = "b" }))
+    assert(b:commit())
+    b:close()
+    -- A machine that stopped before b finished may have lost b's start line.
     local lines = lines_of(home .. "/runs.jsonl")
     spit(home .. "/runs.jsonl", table.concat(lines, "\n", 1, 2) .. "\n")
     local rep = auditlog.verify(b.dir)
-    assert.equal("invalid", rep.status)
-    assert.matches("not listed in runs.jsonl", rep.reason)
+    assert.equal("unfinished", rep.status, rep.reason)
   end)
 
   it("pins the key: a run signed by another key fails against the pinned fingerprint", function()
@@ -206,7 +237,8 @@ describe("moat.auditlog: deletion and key swaps", function()
       local path = export(run)
       assert.equal("rw-------", lfs.attributes(path, "permissions"))
       local b = json.decode(slurp(path))
-      assert.same(lines_of(run.path), { table.unpack(b.records) })
+      assert.same(records_of(run.path), { table.unpack(b.records) })
+      assert.equal(lines_of(run.path)[#lines_of(run.path)], b.signature)
       assert.equal(2, #b.runs)
       auditlog.set_home(tmp .. "/elsewhere")
       local rep = assert(bundle.verify(slurp(path)))

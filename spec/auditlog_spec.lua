@@ -18,10 +18,6 @@ local function lines_of(path)
   return out
 end
 
-local function write_lines(path, lines)
-  spit(path, #lines > 0 and table.concat(lines, "\n") .. "\n" or "")
-end
-
 local function perms(path)
   return lfs.attributes(path, "permissions")
 end
@@ -156,7 +152,9 @@ describe("moat.auditlog", function()
       local run = finished_run(2)
       local prev = string.rep("0", 64)
       local types = {}
-      for i, line in ipairs(lines_of(run.path)) do
+      local lines = lines_of(run.path)
+      table.remove(lines) -- the signature line (checked below)
+      for i, line in ipairs(lines) do
         local r = json.decode(line)
         types[i] = r.type
         assert.equal(i, r.seq)
@@ -173,10 +171,20 @@ describe("moat.auditlog", function()
       assert.same({ "run.started", "secret.resolved", "secret.resolved", "run.finished" }, types)
     end)
 
-    it("signs the head in audit.sig over (run id, last seq, last hash)", function()
+    it("ends the log with a signature line over (run id, last seq, last hash), in the same write", function()
       local run = finished_run(1)
-      local s = json.decode((slurp(run.dir .. "/audit.sig"):gsub("\n$", "")))
-      local last = json.decode(lines_of(run.path)[3])
+      local lines = lines_of(run.path)
+      assert.equal(4, #lines)
+      local s = json.decode(lines[4])
+      assert.same({ "hash", "run", "seq", "sig" }, (function()
+        local ks = {}
+        for k in pairs(s) do ks[#ks + 1] = k end
+        table.sort(ks)
+        return ks
+      end)())
+      assert.equal(json.encode(s, { canonical = true }), lines[4])
+      assert.is_nil(lfs.attributes(run.dir .. "/audit.sig"))
+      local last = json.decode(lines[3])
       assert.equal(run.id, s.run)
       assert.equal(3, s.seq)
       assert.equal(last.hash, s.hash)
@@ -206,7 +214,6 @@ describe("moat.auditlog", function()
       assert.equal("rwx------", perms(home .. "/runs"))
       assert.equal("rwx------", perms(run.dir))
       assert.equal("rw-------", perms(run.path))
-      assert.equal("rw-------", perms(run.dir .. "/audit.sig"))
       assert.equal("rwx------", perms(home .. "/keys"))
       assert.equal("rw-------", perms(home .. "/keys/audit.key"))
       assert.is_not_nil(perms(home .. "/keys/audit.pub"))
@@ -337,21 +344,34 @@ describe("moat.auditlog", function()
       assert(lfs.mkdir(home .. "/runs.jsonl.d"))
       os.remove(home .. "/runs.jsonl")
       assert(lfs.mkdir(home .. "/runs.jsonl"))
-      run, err, kind = auditlog.start(started_fields())
-      assert.is_nil(run)
-      assert.equal("io", kind)
-      assert.matches("runs.jsonl", err)
-      assert.same({}, auditlog.ids())
+      -- runs.jsonl is first written by the first commit, which then fails (nothing is launched
+      -- before it succeeds).
+      run = assert(auditlog.start(started_fields()))
+      local ok, cerr, ckind = run:commit()
+      assert.is_nil(ok)
+      assert.equal("io", ckind)
+      assert.matches("runs.jsonl", cerr)
     end)
   end)
 
   describe("verify fails naming the seq", function()
-    local run, lines
+    local run, lines, sig
     before_each(function()
-      run = finished_run(4) -- seq 1 started, 2..5 secrets, 6 finished
+      run = finished_run(4) -- seq 1 started, 2..5 secrets, 6 finished, then the signature line
       lines = lines_of(run.path)
+      sig = table.remove(lines) .. "\n"
       assert.equal(6, #lines)
     end)
+
+    -- The log is its records' lines, then the signature line (sig: its text, or nil: none).
+    local function write_lines(path, ls)
+      spit(path, (#ls > 0 and table.concat(ls, "\n") .. "\n" or "") .. (sig or ""))
+    end
+
+    local function set_sig(text)
+      sig = text
+      write_lines(run.path, lines)
+    end
 
     local function check(bad_seq, pattern)
       local rep = auditlog.verify(run.dir)
@@ -425,8 +445,15 @@ describe("moat.auditlog", function()
 
     it("when the log is cut in the middle of a line (torn)", function()
       local text = slurp(run.path)
-      spit(run.path, text:sub(1, #text - 40))
-      local rep = check(6, "truncated")
+      spit(run.path, text:sub(1, #text - #sig - 40))
+      local rep = check(6, "the tail %(seq 6..6%) and the signature were deleted")
+      assert.is_true(rep.torn)
+    end)
+
+    it("when the signature line itself is cut (torn)", function()
+      local text = slurp(run.path)
+      spit(run.path, text:sub(1, #text - 20))
+      local rep = check(6, "the signature was deleted")
       assert.is_true(rep.torn)
     end)
 
@@ -435,35 +462,40 @@ describe("moat.auditlog", function()
       assert.equal(32, #pk)
       local last = json.decode(lines[6])
       local forged = sys.sign(auditlog.signed_message(run.id, 6, last.hash), sk)
-      spit(run.dir .. "/audit.sig", json.encode({ run = run.id, seq = 6, hash = last.hash,
+      set_sig(json.encode({ run = run.id, seq = 6, hash = last.hash,
         sig = sys.to_hex(forged) }, { canonical = true }) .. "\n")
       check(6, "signature of seq 6 does not match")
     end)
 
     it("when the signature is garbled or names another run", function()
-      local s = json.decode((slurp(run.dir .. "/audit.sig"):gsub("\n$", "")))
+      local s = json.decode((sig:gsub("\n$", "")))
       local good = s.sig
       s.sig = good:sub(1, 10) .. (good:sub(11, 11) == "0" and "1" or "0") .. good:sub(12)
-      spit(run.dir .. "/audit.sig", json.encode(s, { canonical = true }))
+      set_sig(json.encode(s, { canonical = true }) .. "\n")
       check(6, "does not match")
       s.sig, s.run = good, "20200101T000000.000Z-00000000"
-      spit(run.dir .. "/audit.sig", json.encode(s, { canonical = true }))
+      set_sig(json.encode(s, { canonical = true }) .. "\n")
       check(6, "for run")
-      spit(run.dir .. "/audit.sig", "not json")
-      check(6, "malformed")
     end)
 
-    it("when the signature names seq 0 or below, even beside an emptied log", function()
-      local s = json.decode((slurp(run.dir .. "/audit.sig"):gsub("\n$", "")))
+    it("when the signature names seq 0 or below, even as the log's only line", function()
+      local s = json.decode((sig:gsub("\n$", "")))
       s.seq = -3
-      spit(run.dir .. "/audit.sig", json.encode(s, { canonical = true }))
+      set_sig(json.encode(s, { canonical = true }) .. "\n")
       check(1, "signed run starts at seq 1")
-      spit(run.path, "")
+      lines = {}
       s.seq = 0
-      spit(run.dir .. "/audit.sig", json.encode(s, { canonical = true }))
+      set_sig(json.encode(s, { canonical = true }) .. "\n")
       check(1, "signed run starts at seq 1")
+    end)
+
+    it("when an older moat's audit.sig beside the log is not JSON (one that is verifies)", function()
+      local text = sig
+      set_sig(nil)
+      spit(run.dir .. "/audit.sig", text)
+      assert.equal("valid", auditlog.verify(run.dir).status)
       spit(run.dir .. "/audit.sig", "not json")
-      check(1, "malformed")
+      check(6, "malformed")
     end)
 
     it("when a record is appended after the signed head", function()
@@ -488,8 +520,16 @@ describe("moat.auditlog", function()
     end)
 
     it("when the signature alone is removed (runs.jsonl recorded the finish)", function()
-      os.remove(run.dir .. "/audit.sig")
-      check(6, "audit.sig was deleted: runs.jsonl records the run's finish at seq 6")
+      set_sig(nil)
+      check(6, "the signature was deleted: runs.jsonl records the run's finish at seq 6")
+    end)
+
+    it("when records are added after the signature line", function()
+      local r = json.decode(lines[6])
+      r.seq, r.prev, r.type, r.data = 7, r.hash, "secret.resolved", { name = "LATE" }
+      r.hash = auditlog.hash(r)
+      spit(run.path, slurp(run.path) .. auditlog.serialize(r) .. "\n")
+      check(7, "added after the run was signed")
     end)
   end)
 
@@ -702,6 +742,7 @@ describe("moat.auditlog", function()
       local ok, err = pcall(function()
         auditlog.set_home(mnt .. "/home")
         local run = assert(auditlog.start(started_fields()))
+        assert(run:commit()) -- run.started, and the start line in runs.jsonl
         local f = assert(io.open(mnt .. "/filler", "wb"))
         local chunk = string.rep("x", 4096)
         while f:write(chunk) and f:flush() do end

@@ -179,11 +179,9 @@ secrets:
       if f:sub(1, 1) ~= "." then runs[#runs + 1] = f end
     end
     table.sort(runs)
-    local types, text = {}, ""
-    for l in io.lines(home .. "/.moat/runs/" .. runs[#runs] .. "/audit.jsonl") do
-      types[#types + 1] = json.decode(l).type
-      text = text .. l
-    end
+    local types = {}
+    local text = t.slurp(home .. "/.moat/runs/" .. runs[#runs] .. "/audit.jsonl")
+    for _, r in ipairs(t.records(text)) do types[#types + 1] = r.type end
     assert.same({ "run.started", "secret.resolved", "secret.failed", "run.finished" }, types)
     assert_no_values(VALUES, text, "")
     code = t.moat({ "audit", "--last", "--verify" }, { env = env() })

@@ -5,7 +5,6 @@
 local t = require("support.moat")
 local need = require("support.need")
 local sys = require("moat.c.system")
-local json = require("moat.c.json")
 local lfs = require("lfs")
 local P = dofile(MOAT_ROOT .. "/spec/fixtures/faults/procs.lua")
 
@@ -74,10 +73,8 @@ describe("fault injection", function()
     table.sort(ids)
     assert.is_true(#ids > 0, "no run was recorded")
     local text = assert(P.read(runs .. "/" .. ids[#ids] .. "/audit.jsonl"))
-    local recs, by = {}, {}
-    for line in text:gmatch("[^\n]+") do
-      local r = assert(json.decode(line))
-      recs[#recs + 1] = r
+    local recs, by = t.records(text), {}
+    for _, r in ipairs(recs) do
       if r.data and r.data.name then by[r.data.name] = r end
     end
     return recs, by, text

@@ -5,7 +5,6 @@
 local t = require("support.moat")
 local need = require("support.need")
 local proc = require("moat.c.proc")
-local json = require("moat.c.json")
 local P = dofile(MOAT_ROOT .. "/spec/fixtures/faults/procs.lua")
 
 describe("nothing runs that was not recorded", function()
@@ -90,10 +89,7 @@ describe("nothing runs that was not recorded", function()
     local runs = {}
     for n in pairs(P.listing(home .. "/moat/runs")) do runs[#runs + 1] = n end
     assert.equal(1, #runs)
-    local recs = {}
-    for line in t.slurp(home .. "/moat/runs/" .. runs[1] .. "/audit.jsonl"):gmatch("[^\n]+") do
-      recs[#recs + 1] = assert(json.decode(line))
-    end
+    local recs = t.records(t.slurp(home .. "/moat/runs/" .. runs[1] .. "/audit.jsonl"))
     for _, rec in ipairs(recs) do assert.are_not.equal("container.started", rec.type) end
     assert.equal("run.finished", recs[#recs].type)
     assert.equal("failed", recs[#recs].data.outcome)

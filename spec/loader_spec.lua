@@ -8,12 +8,6 @@ local function workspace()
   return dir
 end
 
-local function lines(path)
-  local out = {}
-  for l in io.lines(path) do out[#out + 1] = require("moat.c.json").decode(l) end
-  return out
-end
-
 describe("moat.loader", function()
   local dir
   before_each(function() dir = workspace() end)
@@ -34,7 +28,7 @@ return M
     local code, _, err = t.moat({ "run", "--no-mask", "--runtime", "host", dir .. "/ws", "--", "true" }, { env = env })
     assert.equal(0, code, err)
     local run = assert(io.popen("ls " .. dir .. "/home/runs")):read("l")
-    local recs = lines(dir .. "/home/runs/" .. run .. "/audit.jsonl")
+    local recs = t.records(t.slurp(dir .. "/home/runs/" .. run .. "/audit.jsonl"))
     assert.is_true(#recs >= 4)
     for _, r in ipairs(recs) do assert.equal("wrapped", r.data.site, r.type) end
     -- the built-in part still shapes the data

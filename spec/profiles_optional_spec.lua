@@ -43,12 +43,8 @@ describe("profiles, optional secrets and defaults end to end", function()
     for n in lfs.dir(home .. "/moat/runs") do if n:sub(1, 1) ~= "." then ids[#ids + 1] = n end end
     table.sort(ids)
     local text = t.slurp(home .. "/moat/runs/" .. ids[#ids] .. "/audit.jsonl")
-    local types, recs = {}, {}
-    for line in text:gmatch("[^\n]+") do
-      local r = json.decode(line)
-      types[#types + 1] = r.type
-      recs[#recs + 1] = r
-    end
+    local types, recs = {}, t.records(text)
+    for _, r in ipairs(recs) do types[#types + 1] = r.type end
     return types, recs, text
   end
 

@@ -67,4 +67,16 @@ describe("moat.reaper", function()
     P.finish(sh)
     assert.same({}, P.wait_gone(tag, 3000))
   end)
+
+  it("notes a child moat started just before dying when poked, not at its next look", function()
+    -- The stand-in starts the reaper, lets it take its first look, starts a group, pokes
+    -- the reaper (as moat does once the client runs) and dies well within the 200 ms tick.
+    local script = ("setsid %q --reap $$ -- & r=$!; sleep 0.05; setsid sleep %s & sleep 0.01; kill -URG $r; "
+      .. "sleep 0.02; kill -KILL $$"):format(INIT, tag)
+    -- No pipes: a sleep left behind must not hold this wait, only fail the check below.
+    local sh = assert(proc.spawn({ "sh", "-c", script }, { env = { "PATH=" .. os.getenv("PATH") },
+      stdout = "null", stderr = "null" }))
+    P.finish(sh)
+    assert.same({}, P.wait_gone(tag, 3000))
+  end)
 end)

@@ -3,7 +3,6 @@
 local t = require("support.moat")
 local proc = require("moat.c.proc")
 local sys = require("moat.c.system")
-local json = require("moat.c.json")
 
 local TOKEN = "tok-very-secret-0123456789"
 
@@ -42,9 +41,7 @@ describe("moat run (host runtime)", function()
     for n in lfs.dir(runs) do if n:sub(1, 1) ~= "." then ids[#ids + 1] = n end end
     table.sort(ids)
     local text = assert(read(runs .. "/" .. ids[#ids] .. "/audit.jsonl"))
-    local recs = {}
-    for line in text:gmatch("[^\n]+") do recs[#recs + 1] = assert(json.decode(line)) end
-    return recs, text
+    return t.records(text), text
   end
 
   it("runs the command in the workspace with the secret and env values, options in any order", function()

@@ -5,7 +5,6 @@
 local t = require("support.moat")
 local proc = require("moat.c.proc")
 local sys = require("moat.c.system")
-local json = require("moat.c.json")
 local P = dofile(MOAT_ROOT .. "/spec/fixtures/faults/procs.lua")
 
 local FAULT = MOAT_ROOT .. "/spec/fixtures/faults/fault"
@@ -66,8 +65,7 @@ describe("stopping moat", function()
   -- Returns the records of the newest run and whether `moat audit --last --verify` passes.
   local function audit()
     local text = assert(P.read(home .. "/moat/runs/" .. last_run() .. "/audit.jsonl"))
-    local recs = {}
-    for line in text:gmatch("[^\n]+") do recs[#recs + 1] = assert(json.decode(line)) end
+    local recs = t.records(text)
     local v = t.exec({ _G.MOAT_BIN, "audit", "--last", "--verify" }, { env = { MOAT_HOME = home .. "/moat" } })
     return recs, v.code == 0, v.stdout .. v.stderr
   end

@@ -313,10 +313,10 @@ static void check_lines(lua_State *L, int arg, const char *text, size_t len, int
                   "line must not contain \"\\n\" before its end");
 }
 
-/* One write() of the whole text, then fsync; a write cut short by a signal goes on with
- * the rest. When a short write cannot go on, the file is cut back to its old size so no
- * torn line stays behind. Returns 0 or an errno, with *what set. */
-static int log_append(int fd, const char *text, size_t len, const char **what)
+/* One write() of the whole text, then (with sync) fsync; a write cut short by a signal goes
+ * on with the rest. When a short write cannot go on, the file is cut back to its old size so
+ * no torn line stays behind. Returns 0 or an errno, with *what set. */
+static int log_append(int fd, const char *text, size_t len, int sync, const char **what)
 {
     struct stat st;
     if (fstat(fd, &st) != 0) {
@@ -337,7 +337,7 @@ static int log_append(int fd, const char *text, size_t len, const char **what)
         }
         done += (size_t)n;
     }
-    if (fsync(fd) != 0) {
+    if (sync && fsync(fd) != 0) {
         *what = "append: fsync";
         return errno;
     }
@@ -466,15 +466,17 @@ static int append(lua_State *L, int many)
     size_t len;
     const char *text = luaL_checklstring(L, 2, &len);
     check_lines(L, 2, text, len, many);
+    int sync = lua_isnoneornil(L, 3) || lua_toboolean(L, 3);
     const char *what;
-    int err = log_append(log->fd, text, len, &what);
+    int err = log_append(log->fd, text, len, sync, &what);
     if (err)
         return moat_fail(L, what, err);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-/* log:append(line) -> true | nil, msg, errno: exactly one line, ending in "\n" */
+/* log:append(line [, sync]) -> true | nil, msg, errno: exactly one line, ending in "\n";
+ * sync = false leaves out the fsync (a later fsync of the file makes it durable) */
 static int m_append(lua_State *L)
 {
     return append(L, 0);

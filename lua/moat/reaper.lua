@@ -1,7 +1,8 @@
 -- The reaper: a watchdog that outlives moat. The supervisor starts it before the runtime
 -- client as `moat-init --reap MOAT_PID -- CLEANUP...` (init/reap.c, the static helper installed
 -- beside moat, so that it costs a run almost nothing to start). While moat lives it only notes
--- moat's children; on every path moat survives, moat kills it. When moat dies without that
+-- moat's children, every 200 ms and when poked (M.poke, once the client runs); on every path
+-- moat survives, moat kills it. When moat dies without that
 -- (SIGKILL, a crash), it kills the children it saw (their process groups when they lead one)
 -- and runs the launch's cleanup (e.g. `docker rm -f moat-<run>`) at PASSES_MS, so a container
 -- still being created is caught as well. It never holds a value: its argv is the cleanup
@@ -19,6 +20,12 @@ function M.argv(launch, opts)
   local argv = { init, "--reap", tostring(require("moat.c.system").getpid()), "--" }
   for _, a in ipairs(launch.cleanup or {}) do argv[#argv + 1] = a end
   return argv
+end
+
+-- Asks the reaper `p` to look at moat's children now (SIGURG, which it waits for; ignored by
+-- default, so one that comes before it listens does no harm).
+function M.poke(p)
+  p:kill("URG")
 end
 
 -- Starts the reaper for `launch` (its cleanup argv and reap_env, both optional). Returns the

@@ -103,6 +103,8 @@ local function _start(st)
   end
   st.companions, err, errno = _companions(st.launch)
   if st.companions then st.p, err, errno = _spawn(st.launch, st.maskers) end
+  -- The reaper notes the client now, not at its next look: moat may die before that.
+  if st.p and st.reaper then require("moat.reaper").poke(st.reaper) end
   if st.p then return true end
   _end_companions(st.companions, st.launch)
   if st.reaper then st.reaper:close() end

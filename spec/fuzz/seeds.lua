@@ -99,7 +99,8 @@ local function record(seq, prev, rtype, data)
   return rec
 end
 
--- Returns the log text and audit.sig text of a run with `n` records, signed at the last.
+-- Returns the log text and the signature's text (a line) of a run with `n` records, signed at
+-- the last.
 local function signed_log(n)
   local sk = sys.from_hex(FUZZ_SK)
   local lines, prev, last = {}, auditlog.ZERO, nil
@@ -131,6 +132,12 @@ local AUDIT = {
   ["other-sig.bin"] = log3 .. "\0" .. sig1,
   ["bad-sig.bin"] = log1 .. "\0{\"seq\":1}\n",
   ["not-json.bin"] = "hello\n",
+  -- The signature as the log's last line (what moat writes now; audit.sig is an older moat's).
+  ["inline-3.bin"] = log3 .. sig3,
+  ["inline-1.bin"] = log1 .. sig1,
+  ["inline-then-record.bin"] = log3 .. sig3 .. lines3[1],
+  ["inline-torn.bin"] = log3 .. sig3:sub(1, 30),
+  ["inline-and-file.bin"] = log3 .. sig3 .. "\0" .. sig3,
 }
 
 for name, data in pairs(YAML) do write("yaml", name, data) end

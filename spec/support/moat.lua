@@ -114,6 +114,18 @@ function M.fake_path()
   return M.FAKE_BIN .. ":" .. (os.getenv("PATH") or "/usr/bin:/bin")
 end
 
+-- Takes the text of a run's audit.jsonl; returns its records, decoded, in order: every line
+-- but the signature line that ends a finished run's log.
+function M.records(text)
+  local json = require("moat.c.json")
+  local recs = {}
+  for line in text:gmatch("[^\n]+") do
+    local r = assert(json.decode(line))
+    if not (r.sig and r.type == nil) then recs[#recs + 1] = r end
+  end
+  return recs
+end
+
 -- Removes a directory tree.
 function M.rmtree(path)
   M.exec({ "rm", "-rf", "--", path })

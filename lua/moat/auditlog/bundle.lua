@@ -17,7 +17,8 @@ M.FORMAT = "moat-audit-bundle-v1"
 function M.build(home, dir, id)
   local text = core.read_file(dir .. "/" .. core.LOG)
   if not text then return nil, "cannot read " .. dir .. "/" .. core.LOG end
-  local lines, rest = core.lines(text)
+  local body, sigline = core.split_signature(text)
+  local lines, rest = core.lines(body)
   local pub = core.read_file(home .. "/keys/audit.pub")
   local pk = core.parse_public_key(pub)
   if not pk then return nil, "cannot read the public key " .. home .. "/keys/audit.pub" end
@@ -26,7 +27,7 @@ function M.build(home, dir, id)
     local e = json.decode(line)
     if core.is_object(e) and e.run == id then runs[#runs + 1] = line end
   end
-  local sig = core.read_file(dir .. "/" .. core.SIG)
+  local sig = sigline or core.read_file(dir .. "/" .. core.SIG)
   return {
     format = M.FORMAT, run = id, records = json.array(lines), torn = rest ~= "" and rest or nil,
     signature = sig and sig:gsub("\n$", "") or nil, public_key = sys.to_hex(pk), key = core.fingerprint(pk),

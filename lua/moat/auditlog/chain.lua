@@ -12,9 +12,10 @@ local FIELDS = {}
 for _, k in ipairs(core.RUN_KEYS) do FIELDS[k] = true end
 
 -- Appends one line for run `id` (event "start" or "finish", head seq and hash, key
--- fingerprint) to `path` under its lock, chained to the line before it; one write, fsync.
--- Returns the line's table | nil, message.
-function M.append(path, event, id, head_seq, head, key)
+-- fingerprint) to `path` under its lock, chained to the line before it; one write, then
+-- fsync unless opts.sync is false. Returns the line's table | nil, message.
+function M.append(path, event, id, head_seq, head, key, opts)
+  local sync = not (opts and opts.sync == false)
   local new = lfs.attributes(path, "mode") == nil
   local log, err = sys.open_log(path)
   if not log then return nil, ("cannot open %s: %s"):format(path, tostring(err)) end
@@ -38,14 +39,14 @@ function M.append(path, event, id, head_seq, head, key)
     local e = { seq = seq, ts = sys.now(), event = event, run = id, head_seq = head_seq, head = head,
       key = key, prev = prev }
     e.hash = assert(core.hash(e, core.RUN_KEYS))
-    local done, aerr = log:append(assert(core.serialize(e, core.RUN_KEYS)) .. "\n")
+    local done, aerr = log:append(assert(core.serialize(e, core.RUN_KEYS)) .. "\n", sync)
     if not done then return nil, ("cannot append to %s: %s"):format(path, tostring(aerr)) end
     return e
   end)()
   log:unlock()
   log:close()
   if entry and new then
-    -- The file's entry in $MOAT_HOME must survive a crash as well as its first line.
+    -- The file's entry in $MOAT_HOME must survive a crash as well as its lines (once, ever).
     local synced, serr = sys.fsync_dir(core.dirname(path))
     if not synced then return nil, "cannot sync the directory holding " .. path .. ": " .. tostring(serr) end
   end

@@ -9,7 +9,7 @@ local M = {}
 
 M.ZERO = string.rep("0", 64)          -- `prev` of the first record (and of runs.jsonl's first line)
 M.LOG = "audit.jsonl"                 -- the log, in the run's directory
-M.SIG = "audit.sig"                   -- the signature of the finished run's head, beside it
+M.SIG = "audit.sig"                   -- the signature beside the log, as earlier moat versions wrote it
 M.RUNS = "runs.jsonl"                 -- the cross-run chain, in $MOAT_HOME
 M.SIGNED_PREFIX = "moat-audit-v1\n"   -- start of every signed message (domain separation)
 M.FP_PREFIX = "ed25519:"              -- start of a key fingerprint
@@ -78,6 +78,31 @@ end
 -- Returns the message a run's signature covers: prefix, run id, seq and hash of its last record.
 function M.signed_message(run_id, seq, hash)
   return M.SIGNED_PREFIX .. run_id .. "\n" .. tostring(seq) .. "\n" .. hash
+end
+
+-- Returns the signature line that ends a finished run's log: run id, seq and hash of its
+-- last record and the signature over them (hex), in canonical JSON, "\n"-ended. It is not a
+-- record (no prev, no type), so the chain of records ends before it; written with the last
+-- records in one write, one fsync makes both durable.
+function M.signature_line(run_id, seq, hash, sig_hex)
+  return assert(json.encode({ run = run_id, seq = seq, hash = hash, sig = sig_hex }, { canonical = true })) .. "\n"
+end
+
+-- Returns whether decoded line `obj` is a signature line (not a record).
+function M.is_signature(obj)
+  return M.is_object(obj) and obj.sig ~= nil and obj.prev == nil and obj.type == nil
+end
+
+-- Splits a log's text into the records' text and its signature line (when its last
+-- complete line is one, and nothing torn follows) | text, nil.
+function M.split_signature(text)
+  local n = #text
+  if n == 0 or text:byte(n) ~= 10 then return text, nil end
+  local s = n - 1
+  while s > 0 and text:byte(s) ~= 10 do s = s - 1 end
+  local last = text:sub(s + 1)
+  if not M.is_signature(json.decode(last:sub(1, -2))) then return text, nil end
+  return text:sub(1, s), last
 end
 
 -- Returns the fingerprint of a raw Ed25519 public key: "ed25519:" and the key's SHA-256 in hex.

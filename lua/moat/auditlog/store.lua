@@ -24,6 +24,8 @@ function M.read(path)
   local text = core.read_file(file)
   if not text then return nil, "cannot read " .. file end
   local lines, rest = core.lines(text)
+  -- The signature line that ends a finished run's log is not a record.
+  if #lines > 0 and core.is_signature(json.decode(lines[#lines])) then lines[#lines] = nil end
   local recs = {}
   for i, line in ipairs(lines) do
     local r = json.decode(line)
@@ -39,20 +41,22 @@ local function _key(opts)
   return { pk = pk, why = why, pin = opts.key }
 end
 
--- Returns runs.jsonl's lines for run `id` and whether it lists runs older than `id`.
+-- Returns runs.jsonl's lines for run `id` and whether it lists runs both older and newer
+-- than `id`.
 local function _slot(loaded, id)
   if not loaded then return nil, false end
-  local before = false
+  local before, after = false, false
   for _, e in ipairs(loaded.entries) do
-    if e.run < id then before = true break end
+    if e.run < id then before = true elseif e.run > id then after = true end
   end
-  return loaded.by_run[id], before
+  return loaded.by_run[id], before and after
 end
 
 -- Verifies a run (its directory or the path of its audit.jsonl): the chain, the signature
--- in audit.sig and, when the run lives in a moat home, what runs.jsonl recorded about it.
--- opts: public_key = raw key (default: $MOAT_HOME/keys/audit.pub), key = pinned fingerprint,
--- chain = runs.jsonl as loaded by moat.auditlog.chain (default: read it). Returns
+-- (the log's last line, or an older moat's audit.sig) and, when the run lives in a moat
+-- home, what runs.jsonl recorded about it. opts: public_key = raw key (default:
+-- $MOAT_HOME/keys/audit.pub), key = pinned fingerprint, chain = runs.jsonl as loaded by
+-- moat.auditlog.chain (default: read it). Returns
 -- { ok, status = "valid"|"unfinished"|"invalid", bad_seq, reason, torn, records, signed_seq, key }.
 function M.verify(path, opts)
   opts = opts or {}

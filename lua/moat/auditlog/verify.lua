@@ -47,14 +47,17 @@ local function _chain(text)
   local prev, recs = core.ZERO, {}
   for n, line in ipairs(lines) do
     local r = json.decode(line)
-    local why = M.check_record(line, r, n, prev)
+    local why = core.is_signature(r)
+      and "a signature line is followed by more lines (they were added after the run was signed)"
+      or M.check_record(line, r, n, prev)
     if why then return nil, _report("invalid", { bad_seq = n, reason = why, records = n - 1, torn = torn }) end
     recs[n], prev = r, r.hash
   end
   return recs, torn
 end
 
--- Decodes audit.sig's text: { run, seq, hash, sig } | nil.
+-- Decodes a signature's text (the log's last line, or an older moat's audit.sig): { run,
+-- seq, hash, sig } | nil.
 local function _signature(text)
   local s = json.decode((text:gsub("\n$", "")))
   if not core.is_object(s) or math.type(s.seq) ~= "integer" or type(s.hash) ~= "string"
@@ -93,13 +96,15 @@ local function _check_signature(s, recs, torn, run_id, pk, pk_why)
 end
 
 -- Verifies a run from text: `text` of its audit.jsonl (nil: missing), `sigtext` of its
--- audit.sig (nil: missing), its id, and key = { pk = raw public key | nil, why, pin =
--- fingerprint | nil }. Returns the report { ok, status = "valid"|"unfinished"|"invalid",
--- bad_seq, reason, torn, records, signed_seq, key } and the decoded records.
+-- signature when it is not the log's last line (an older moat's audit.sig; nil: none), its
+-- id, and key = { pk = raw public key | nil, why, pin = fingerprint | nil }. Returns the
+-- report { ok, status = "valid"|"unfinished"|"invalid", bad_seq, reason, torn, records,
+-- signed_seq, key } and the decoded records.
 function M.text(text, sigtext, run_id, key)
   if not text then
     return _report("invalid", { bad_seq = 1, records = 0, reason = "the log " .. core.LOG .. " is missing" }), {}
   end
+  if not sigtext then text, sigtext = core.split_signature(text) end
   local recs, torn = _chain(text)
   if not recs then return torn, {} end
   local count = #recs
@@ -110,7 +115,7 @@ function M.text(text, sigtext, run_id, key)
   local s = _signature(sigtext)
   if not s then
     return _report("invalid", { bad_seq = math.max(count, 1), records = count, torn = torn,
-      reason = core.SIG .. " is malformed" }), recs
+      reason = "the signature is malformed" }), recs
   end
   local fp = key.pk and core.fingerprint(key.pk) or nil
   local bad, why = _check_signature(s, recs, torn, run_id, key.pk, key.why)
@@ -142,12 +147,12 @@ local function _cross_finished(rep, recs, slot, fin)
   if rep.status == "unfinished" then
     if not at then
       return _invalid(rep, n + 1, ("the log ends at seq %d but %s records the run's finish at seq %d: "
-        .. "the tail (seq %d..%d) and %s were deleted"):format(
-        n, core.RUNS, fin.head_seq, n + 1, fin.head_seq, core.SIG))
+        .. "the tail (seq %d..%d) and the signature were deleted"):format(
+        n, core.RUNS, fin.head_seq, n + 1, fin.head_seq))
     end
     if at.hash == fin.head and n == fin.head_seq then
-      return _invalid(rep, fin.head_seq, ("%s was deleted: %s records the run's finish at seq %d"):format(
-        core.SIG, core.RUNS, fin.head_seq))
+      return _invalid(rep, fin.head_seq, ("the signature was deleted: %s records the run's finish at seq %d")
+        :format(core.RUNS, fin.head_seq))
     end
   end
   if rep.key and fin.key ~= rep.key then
@@ -162,14 +167,16 @@ local function _cross_finished(rep, recs, slot, fin)
 end
 
 -- Adds what runs.jsonl says about the run to its report: slot = { start, finish } lines of
--- the run | nil when runs.jsonl does not list it, listed_before = true when runs.jsonl
--- already held earlier runs (so the run should have been listed). Returns the report.
-function M.cross(rep, recs, slot, listed_before)
+-- the run | nil when runs.jsonl does not list it, enclosed = true when runs.jsonl lists runs
+-- both older and newer than it (so it should have been listed). A run newer than every
+-- listed one may be unlisted: its lines become durable with its finish, and a crash before
+-- leaves it out. Returns the report.
+function M.cross(rep, recs, slot, enclosed)
   if rep.status == "invalid" then return rep end
   if not slot then
-    if listed_before and #recs > 0 then
-      return _invalid(rep, 1, ("the run is not listed in %s although runs before it are: its lines were removed")
-        :format(core.RUNS))
+    if enclosed and #recs > 0 then
+      return _invalid(rep, 1, ("the run is not listed in %s although runs before and after it are: its lines "
+        .. "were removed"):format(core.RUNS))
     end
     return rep
   end

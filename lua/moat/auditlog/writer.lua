@@ -57,6 +57,7 @@ local function _tail(log, path)
   end
   if not last then return 0, core.ZERO end
   local p = json.decode(last)
+  if core.is_signature(p) then return nil, path .. " ends in its signature: the run is finished; refusing to append" end
   if not core.is_object(p) or math.type(p.seq) ~= "integer" or type(p.hash) ~= "string" then
     return nil, "the last line of " .. path .. " is not an audit record; refusing to append"
   end
@@ -73,13 +74,44 @@ local function _rechain(batch, seq, hash)
   end
 end
 
--- Writes the batch's lines with one write(), then fsync. Returns how many records were
--- written (all or none), err.
-local function _write(log, batch)
+-- Writes the batch's lines (and `tail`, the signature line, when given) with one write(),
+-- then fsync. Returns how many records were written (all or none), err.
+local function _write(log, batch, tail)
   local lines = {}
   for i, rec in ipairs(batch) do lines[i] = assert(core.serialize(rec)) .. "\n" end
+  lines[#lines + 1] = tail
   local ok, err = log:append_lines(table.concat(lines))
-  return ok and #lines or 0, err
+  return ok and #batch or 0, err
+end
+
+-- The signature line over the last record of `batch` (as chained under the lock).
+function Run:_signature(batch)
+  local rec = batch[#batch]
+  local sig = sys.sign(core.signed_message(self.id, rec.seq, rec.hash), self._sk)
+  return core.signature_line(self.id, rec.seq, rec.hash, sys.to_hex(sig))
+end
+
+-- Before the first batch is written: the run's start line goes into runs.jsonl, not fsync'd
+-- (the finish line's fsync makes it durable; a machine that crashes before leaves the newest
+-- run unlisted, which verification accepts, while a killed moat's line is in the page cache
+-- already). Returns true | nil, message.
+function Run:_chain_start(first)
+  if self._chained then return true end
+  local ok, err = chain.append(self._runs, "start", self.id, first.seq, first.hash, self.key, { sync = false })
+  if not ok then return nil, err end
+  self._chained = true
+  return true
+end
+
+-- After the first durable batch: the entries of the log in the run's directory and of that
+-- directory in runs/ are made durable too. Returns true | nil, message, "io".
+function Run:_sync_dirs()
+  for _, dir in ipairs({ self.dir, core.dirname(self.dir) }) do
+    local s, serr = sys.fsync_dir(dir)
+    if not s then return _io("cannot sync the directory " .. dir, serr) end
+  end
+  self._synced_dir = true
+  return true
 end
 
 -- Adds one record of `rtype` formatted from `fields` to the batch, chained to the run's
@@ -101,49 +133,43 @@ function Run:record(rtype, fields)
   return rec
 end
 
--- Writes the batch as one durable append (one write() under flock, then fsync); on the
--- first commit also syncs the run directory. Returns true | nil, message, "io" (the batch
--- is kept minus what was written, so the log stays a valid chain).
-function Run:commit()
+-- Writes the batch as one durable append (one write() under flock, then fsync), ended by the
+-- signature line when `sign`; the first commit also records the start in runs.jsonl and makes
+-- the log's place durable (see _chain_start, _sync_dirs). Returns true | nil, message, "io"
+-- (the batch is kept minus what was written, so the log stays a valid chain).
+function Run:commit(sign)
   local batch = self._batch
   if #batch == 0 then return true end
   local log = self._log
   local ok, err = log:lock()
   if not ok then return _io("cannot lock " .. self.path, err) end
   local seq, hash = _tail(log, self.path)
-  local written = 0
+  local written, cerr = 0, nil
   if seq and (seq ~= batch[1].seq - 1 or hash ~= batch[1].prev) then _rechain(batch, seq, hash) end
-  if seq then written, err = _write(log, batch) else err = hash end
+  if seq then ok, cerr = self:_chain_start(batch[1]) end
+  if seq and ok then written, err = _write(log, batch, sign and self:_signature(batch) or nil) end
+  if not seq then err = hash end
   log:unlock()
+  if cerr then return nil, "audit log: " .. cerr, "io" end
   self._seq, self._hash = batch[#batch].seq, batch[#batch].hash
   if written > 0 then self._batch = table.move(batch, written + 1, #batch, 1, {}) end
   if err then
     local rec = batch[written + 1]
     return _io(("cannot append record %d (%s) to %s"):format(rec.seq, rec.type, self.path), err)
   end
-  if not self._synced_dir then
-    local s, serr = sys.fsync_dir(self.dir)
-    if not s then return _io("cannot sync the directory " .. self.dir, serr) end
-    self._synced_dir = true
-  end
+  if not self._synced_dir then return self:_sync_dirs() end
   return true
 end
 
--- Records run.finished from `fields`, commits, signs the head (run id, seq and hash of
--- that record) into audit.sig and records the finish in runs.jsonl. Returns the
--- run.finished record | nil, message, kind.
+-- Records run.finished from `fields` and commits it with the signature line (run id, seq and
+-- hash of that record, signed) in the same write, then records the finish in runs.jsonl
+-- (fsync'd, with the start line before it). Returns the run.finished record | nil, message, kind.
 function Run:finish(fields)
   local rec, err, kind = self:record("run.finished", fields)
   if not rec then return nil, err, kind end
   local ok
-  ok, err, kind = self:commit()
+  ok, err, kind = self:commit(true)
   if not ok then return nil, err, kind end
-  local sig = sys.sign(core.signed_message(self.id, rec.seq, rec.hash), self._sk)
-  local body = assert(json.encode({
-    run = self.id, seq = rec.seq, hash = rec.hash, sig = sys.to_hex(sig),
-  }, { canonical = true }))
-  ok, err = sys.write_file(self.dir .. "/" .. core.SIG, body .. "\n", tonumber("600", 8))
-  if not ok then return _io("cannot write the signature", err) end
   self.finished = true
   self:close()
   ok, err = chain.append(self._runs, "finish", self.id, rec.seq, rec.hash, self.key)
@@ -167,35 +193,31 @@ function M.open(id, dir, sk)
   local home = dir:match("^(.*)/runs/[^/]+/*$") or (dir .. "/../..")
   local run = setmetatable({ id = id, dir = dir, path = path, _log = log, _sk = sk, _batch = {},
     _runs = home .. "/" .. core.RUNS, key = core.fingerprint(sk:sub(33, 64)) }, Run)
-  local seq, hash = _tail(log, path)
+  -- Under the lock: another writer's append in progress is not a torn line.
+  local locked, lerr = log:lock()
+  local seq, hash = nil, lerr
+  if locked then
+    seq, hash = _tail(log, path)
+    log:unlock()
+  end
   if not seq then
     log:close()
     return _io("cannot open " .. path, hash)
   end
-  run._seq, run._hash = seq, hash
+  -- A log with records already has its start in runs.jsonl and its place made durable.
+  run._seq, run._hash, run._chained, run._synced_dir = seq, hash, seq > 0, seq > 0
   return run
 end
 
--- Adds run.started to a new run's batch and records the start in runs.jsonl at `runs`
--- (after syncing the runs directory, so the line never names a directory a crash lost).
--- Returns the run | nil, message, kind.
+-- Adds run.started to a new run's batch; `runs` is the path of runs.jsonl, where the first
+-- commit records the start. Returns the run | nil, message, kind.
 function M.begin(run, fields, runs)
+  run._runs = runs
   local rec, err, kind = run:record("run.started", fields)
   if not rec then
     run:close()
     return nil, err, kind
   end
-  local ok, serr = sys.fsync_dir(core.dirname(run.dir))
-  if not ok then
-    run:close()
-    return _io("cannot sync the directory holding " .. run.dir, serr)
-  end
-  ok, err = chain.append(runs, "start", run.id, rec.seq, rec.hash, run.key)
-  if not ok then
-    run:close()
-    return nil, "audit log: " .. err, "io"
-  end
-  run._runs = runs
   return run
 end
 

@@ -122,8 +122,8 @@ end
 local function _json_lines(dir)
   local body = core.read_file(dir .. "/" .. auditlog.LOG)
   if not body then exit.fail(exit.IOERR, "cannot read " .. dir .. "/" .. auditlog.LOG) end
-  -- Only complete lines: a torn last line is not a record.
-  return body:match("^(.*\n)") or ""
+  -- Only complete lines: a torn last line is not a record, nor is the signature line.
+  return (core.split_signature(body:match("^(.*\n)") or ""))
 end
 
 -- Parses --key: a fingerprint, or a FILE holding a public key (as in $MOAT_HOME/keys/) or a

@@ -1,5 +1,6 @@
--- Fuzz target: moat.auditlog.verify on a fuzzed run directory. The input is the log text,
--- then optionally a NUL byte and the text of audit.sig. The verifier must not raise and must
+-- Fuzz target: moat.auditlog.verify on a fuzzed run directory. The input is the log text
+-- (whose last line may be its signature), then optionally a NUL byte and the text of an
+-- older moat's audit.sig. The verifier must not raise and must
 -- give a coherent report; only logs signed with the fuzz key (seeds) can be valid.
 local auditlog = require("moat.auditlog")
 local lfs = require("lfs")
