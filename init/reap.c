@@ -8,6 +8,7 @@
  * processes (their groups when they lead one) and runs CLEANUP (e.g. `docker rm -f moat-<run>`)
  * at each of PASSES_MS after that, so a container still being created is caught as well.
  * It is C, not moat re-executed, so that watching costs a run almost nothing to start. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -94,20 +95,46 @@ static int known(const struct seen *seen, int n, pid_t pid)
     return 0;
 }
 
+/* Adds pid (a child of parent) to seen unless it is known or gone; returns the new count. */
+static int note(pid_t pid, pid_t parent, pid_t me, struct seen *seen, int n)
+{
+    pid_t ppid;
+    struct seen c = { pid, 0, 0 };
+    if (n < MAX_SEEN && pid != me && !known(seen, n, pid) && proc_info(pid, &ppid, &c.pgid, &c.start) == 0
+        && ppid == parent)
+        seen[n++] = c;
+    return n;
+}
+
+/* Without CONFIG_PROC_CHILDREN: every process whose parent is parent. */
+static int note_by_scan(pid_t parent, pid_t me, struct seen *seen, int n)
+{
+    DIR *d = opendir("/proc");
+    if (d == NULL)
+        return n;
+    /* readdir_r is deprecated; the reaper has one thread. */
+    // cppcheck-suppress readdirCalled
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        char *end;
+        long v = strtol(e->d_name, &end, 10);
+        if (*end == '\0' && v > 0)
+            n = note((pid_t)v, parent, me, seen, n);
+    }
+    closedir(d);
+    return n;
+}
+
 /* Notes the children of parent not seen before; returns the new count. */
 static int note_children(pid_t parent, pid_t me, struct seen *seen, int n)
 {
     char path[64], buf[8192];
     snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)parent, (int)parent);
     if (read_proc(path, buf, sizeof buf) < 0)
-        return n;
+        return errno == ENOENT && kill(parent, 0) == 0 ? note_by_scan(parent, me, seen, n) : n;
     char *s = buf, *end;
-    for (long v = strtol(s, &end, 10); end != s && n < MAX_SEEN; v = strtol(s, &end, 10)) {
+    for (long v = strtol(s, &end, 10); end != s; v = strtol(s, &end, 10)) {
         s = end;
-        pid_t pid = (pid_t)v, ppid;
-        struct seen c = { pid, 0, 0 };
-        if (pid != me && !known(seen, n, pid) && proc_info(pid, &ppid, &c.pgid, &c.start) == 0)
-            seen[n++] = c;
+        n = note((pid_t)v, parent, me, seen, n);
     }
     return n;
 }

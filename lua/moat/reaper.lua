@@ -2,11 +2,11 @@
 -- client as `moat-init --reap MOAT_PID -- CLEANUP...` (init/reap.c, the static helper installed
 -- beside moat, so that it costs a run almost nothing to start). While moat lives it only notes
 -- moat's children, every 200 ms and when poked (M.poke, once the client runs); on every path
--- moat survives, moat kills it. When moat dies without that
--- (SIGKILL, a crash), it kills the children it saw (their process groups when they lead one)
--- and runs the launch's cleanup (e.g. `docker rm -f moat-<run>`) at PASSES_MS, so a container
--- still being created is caught as well. It never holds a value: its argv is the cleanup
--- command, its environ the client's without values.
+-- moat survives, moat kills it. When moat dies without that (SIGKILL, a crash), it kills the
+-- children it saw (their process groups when they lead one) and runs the launch's cleanup
+-- (e.g. `docker rm -f moat-<run>`) at PASSES_MS, so a container still being created is caught
+-- as well. It never holds a value: its argv is the cleanup command, its environ the client's
+-- without values.
 local M = {}
 
 M.PASSES_MS = { 0, 1000, 3000 }    -- when, after moat is gone, the cleanup runs (init/reap.c)
