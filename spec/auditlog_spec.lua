@@ -673,6 +673,8 @@ describe("moat.auditlog", function()
       for w = 1, 8 do
         assert.is_true(seen["W" .. w .. "_1"] and seen["W" .. w .. "_1000"])
       end
+      -- Writers that open a run someone else began record no start line in runs.jsonl.
+      assert.is_nil(lfs.attributes(home .. "/runs.jsonl"))
       local rep = auditlog.verify(dir)
       assert.equal("unfinished", rep.status)
       assert.is_nil(rep.bad_seq)

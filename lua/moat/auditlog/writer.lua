@@ -204,15 +204,16 @@ function M.open(id, dir, sk)
     log:close()
     return _io("cannot open " .. path, hash)
   end
-  -- A log with records already has its start in runs.jsonl and its place made durable.
-  run._seq, run._hash, run._chained, run._synced_dir = seq, hash, seq > 0, seq > 0
+  -- Only a run begun here (M.begin) records its start in runs.jsonl; a log with records
+  -- already has its place made durable.
+  run._seq, run._hash, run._chained, run._synced_dir = seq, hash, true, seq > 0
   return run
 end
 
 -- Adds run.started to a new run's batch; `runs` is the path of runs.jsonl, where the first
 -- commit records the start. Returns the run | nil, message, kind.
 function M.begin(run, fields, runs)
-  run._runs = runs
+  run._runs, run._chained = runs, false
   local rec, err, kind = run:record("run.started", fields)
   if not rec then
     run:close()
