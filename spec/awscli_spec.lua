@@ -11,13 +11,27 @@ local SM = {
   ref = "awssm://REGION/name", example = "awssm://us-east-1/name",
 }
 
+-- The call as the CLI sees it: argv, then the region moat put in its environment as
+-- --region R. The region itself is never in argv (a value may be a region's name).
+local function as_called(argv, opts)
+  for _, a in ipairs(argv) do assert.are_not.equal("--region", a) end
+  local env = opts.env or {}
+  assert.equal(env.AWS_REGION, env.AWS_DEFAULT_REGION)
+  local out = table.move(argv, 1, #argv, 1, {})
+  if env.AWS_DEFAULT_REGION then
+    out[#out + 1] = "--region"
+    out[#out + 1] = env.AWS_DEFAULT_REGION
+  end
+  return out
+end
+
 -- A ctx following DESIGN §5 whose run() answers with `result` (or nil, msg, errno).
 local function scripted(...)
   local answer = table.pack(...)
   local ctx = { calls = {}, json = json, log = function() end, env = function() return nil end }
   function ctx.run(argv, opts)
     assert.is_table(opts)
-    ctx.calls[#ctx.calls + 1] = argv
+    ctx.calls[#ctx.calls + 1] = as_called(argv, opts)
     return table.unpack(answer, 1, answer.n)
   end
   return ctx

@@ -3,13 +3,28 @@
 local json = require("moat.c.json")
 local ssm = require("moat.backends.ssm")
 
--- A ctx following DESIGN §5 whose run() answers from `respond(argv)`.
+-- The call as the CLI sees it: argv, then the region moat put in its environment as
+-- --region R. The region itself is never in argv (a value may be a region's name).
+local function as_called(argv, opts)
+  for _, a in ipairs(argv) do assert.are_not.equal("--region", a) end
+  local env = opts.env or {}
+  assert.equal(env.AWS_REGION, env.AWS_DEFAULT_REGION)
+  local out = table.move(argv, 1, #argv, 1, {})
+  if env.AWS_DEFAULT_REGION then
+    out[#out + 1] = "--region"
+    out[#out + 1] = env.AWS_DEFAULT_REGION
+  end
+  return out
+end
+
+-- A ctx following DESIGN §5 whose run() answers from `respond(argv)` (argv as called).
 local function scripted(respond)
   local ctx = { calls = {}, oks = {}, fails = {}, json = json }
   function ctx.run(argv, opts)
-    ctx.calls[#ctx.calls + 1] = argv
     assert.is_table(opts)
-    return respond(argv)
+    local called = as_called(argv, opts)
+    ctx.calls[#ctx.calls + 1] = called
+    return respond(called)
   end
   function ctx.ok(req, value) ctx.oks[req.name] = value end
   function ctx.fail(req, f) ctx.fails[req.name] = f end

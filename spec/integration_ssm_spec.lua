@@ -294,7 +294,20 @@ end)
 describe("ssm region", function()
   before_each(function() if srv then srv:reset_log() end end)
 
-  it("resolves with only AWS_REGION set, through CLI v1 (which ignores AWS_REGION) given --region", function()
+  it("asks ssm when a secret's value is the region's name (env://AWS_REGION): the region is not in argv", function()
+    if not need_moto() then return end
+    local dir = config({ { "SEC", "ssm:///int/sec" }, { "R", "env://AWS_REGION" }, { "S2", "ssm://us-east-1/int/sec" } })
+    local env = srv:env_for({ AWS_DEFAULT_REGION = false, AWS_REGION = "us-east-1" })
+    local code, recs, out, err = check(dir, env)
+    assert.equal(0, code, out .. err)
+    assert.is_true(recs.SEC.ok and recs.S2.ok and recs.R.ok, out)
+    code, out, err = t.moat({ "secrets", "check", dir }, { env = env })
+    assert.equal(0, code, out .. err)
+    assert.is_nil((out .. err):find("argv", 1, true))
+    t.rmtree(dir)
+  end)
+
+  it("resolves with only AWS_REGION set, through CLI v1 (which ignores AWS_REGION) given the region", function()
     if not need_moto() then return end
     local dir = config({ { "SEC", "ssm:///int/sec" } })
     local out = resolve(dir, srv:env_for({ AWS_DEFAULT_REGION = false, AWS_REGION = "eu-west-1" }))

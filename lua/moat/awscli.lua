@@ -40,12 +40,11 @@ end
 
 -- Takes a backend ctx and the reference's region | nil; returns the region moat asks in (DESIGN
 -- §5: the reference's, else AWS_REGION, else AWS_DEFAULT_REGION) | nil for the CLI's profile.
--- moat passes it as --region, so CLI v1 (which ignores AWS_REGION) and v2 agree.
 function M.region(ctx, region)
   if region then return region end
   for _, var in ipairs({ "AWS_REGION", "AWS_DEFAULT_REGION" }) do
     local v = ctx.env and ctx.env(var)
-    if type(v) == "string" and v:match("^%w[%w%-]*$") and #v <= 32 then return v end
+    if type(v) == "string" and M.valid_region(v) then return v end
   end
   return nil
 end
@@ -55,13 +54,11 @@ function M.where(region)
   return region and ("in " .. region) or "in the CLI's default region (from your aws profile)"
 end
 
--- Takes an argv and a region | nil; appends --region R when there is one; returns the argv.
-function M.with_region(argv, region)
-  if region then
-    argv[#argv + 1] = "--region"
-    argv[#argv + 1] = region
-  end
-  return argv
+-- Takes a region | nil; returns the environment a call in it gets on top of moat's (nil: none).
+-- Both variables, so CLI v1 (which reads only AWS_DEFAULT_REGION) and v2 agree. Not --region:
+-- argv is checked for values, and a value may well be a region's name (`-e AWS_REGION`).
+function M.region_env(region)
+  return region and { AWS_REGION = region, AWS_DEFAULT_REGION = region } or nil
 end
 
 -- Takes text and a list of values (anything but strings is skipped); returns it with every
@@ -241,11 +238,12 @@ function M.classify(text, svc, how)
     fix = "run the same `" .. (how.by_hand or how.cmd) .. "` by hand to see the full error" }
 end
 
--- Runs one aws call through ctx.run; returns its decoded JSON output | nil, failure {kind,
--- reason, fix, global, class, known, detail = the CLI's raw stderr | nil}. `classify(r)` maps a
--- result that exited non-zero to a failure (usually through M.classify).
-function M.call(ctx, argv, classify)
-  local r, err, errno = ctx.run(argv, {})
+-- Runs one aws call in `region` (nil: the CLI's profile decides) through ctx.run; returns its
+-- decoded JSON output | nil, failure {kind, reason, fix, global, class, known, detail = the
+-- CLI's raw stderr | nil}. `classify(r)` maps a result that exited non-zero to a failure
+-- (usually through M.classify).
+function M.call(ctx, argv, classify, region)
+  local r, err, errno = ctx.run(argv, { env = M.region_env(region) })
   if not r then return nil, M.spawn_failure(err, errno) end
   local cut = ctx.run_failure and ctx.run_failure(r, "aws")
   if cut then return nil, cut end
@@ -324,11 +322,11 @@ function M.check(ctx, requests)
   local fns = {}
   for i, region in ipairs(regions) do
     fns[i] = function()
-      local argv = M.with_region({ "aws", "sts", "get-caller-identity", "--output", "json" }, region or nil)
+      local argv = { "aws", "sts", "get-caller-identity", "--output", "json" }
       local doc, f = M.call(ctx, argv, function(r)
         return M.classify((r.stderr or "") .. "\n" .. (r.stdout or ""), _STS,
           { region = region or nil, exit = r.code, cmd = "aws sts get-caller-identity" })
-      end)
+      end, region or nil)
       return doc and true or f
     end
   end

@@ -13,9 +13,10 @@ M.PASSES_MS = { 0, 1000, 3000 }    -- when, after moat is gone, the cleanup runs
 
 -- Returns the argv that starts the reaper for `launch` (its cleanup argv, optional) watching
 -- moat (this process) | nil, message when moat-init is not beside moat. opts.init: the
--- moat-init to use (default: the one beside moat's executable).
+-- moat-init to use (default: the one beside moat's executable; false: none).
 function M.argv(launch, opts)
-  local init = opts and opts.init or require("moat.shim").path()
+  local init = opts and opts.init
+  if init == nil then init = require("moat.shim").path() end
   if not init then return nil, "moat-init is not installed beside moat (it is built and installed with it)" end
   local argv = { init, "--reap", tostring(require("moat.c.system").getpid()), "--" }
   for _, a in ipairs(launch.cleanup or {}) do argv[#argv + 1] = a end

@@ -62,8 +62,9 @@ local function _environ(map)
   return map, require("moat.proc").environ(map)
 end
 
--- ctx.run: runs argv (never a shell); returns {code, signal, stdout, stderr, timed_out, truncated, ms}
--- | nil, message, errno when the program cannot be started. Refuses a value in argv.
+-- ctx.run: runs argv (never a shell), with moat's environment and o.env (a map) over it;
+-- returns {code, signal, stdout, stderr, timed_out, truncated, ms} | nil, message, errno when
+-- the program cannot be started. Refuses a value in argv.
 local function _run(ctx, state, argv, o)
   o = o or {}
   if type(argv) ~= "table" or type(argv[1]) ~= "string" or argv[1] == "" then
@@ -81,8 +82,15 @@ local function _run(ctx, state, argv, o)
   ctx.log("run", table.concat(argv, " "))
   local sys = require("moat.c.system")
   local t0 = sys.monotonic_ms()
+  local env = state.env_list
+  if o.env then
+    local map = {}
+    for k, v in pairs(state.env_map) do map[k] = v end
+    for k, v in pairs(o.env) do map[k] = v end
+    env = require("moat.proc").environ(map)
+  end
   local r, msg, errno = require("moat.proc").run(argv, {
-    stdin = o.stdin, stdout = "pipe", stderr = "pipe", env = state.env_list,
+    stdin = o.stdin, stdout = "pipe", stderr = "pipe", env = env,
     cap = M.OUTPUT_CAP, timeout = math.floor(timeout_s * 1000), group = true, linger = M.LINGER_MS,
   })
   if not r then

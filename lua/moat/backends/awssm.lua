@@ -60,10 +60,10 @@ function M.parse(ref)
   return { region = region, id = id, key = key }
 end
 
-local function _argv(op, region, ...)
+local function _argv(op, ...)
   local argv = { "aws", "secretsmanager", op, ... }
   table.move({ "--output", "json" }, 1, 2, #argv + 1, argv)
-  return awscli.with_region(argv, region)
+  return argv
 end
 
 -- Runs argv; returns decoded JSON | nil, failure (with `unsupported` when the CLI lacks `op`).
@@ -71,7 +71,7 @@ local function _call(ctx, argv, region, op)
   local doc, f = awscli.call(ctx, argv, function(r)
     return awscli.classify((r.stderr or "") .. "\n" .. (r.stdout or ""), _SVC,
       { region = region, exit = r.code, cmd = "aws secretsmanager " .. op })
-  end)
+  end, region)
   if not doc and f.detail then f.unsupported = f.detail:find("Invalid choice", 1, true) ~= nil end
   if not doc and f.unsupported then f.known = true end
   return doc, f
@@ -94,7 +94,7 @@ local function _singles(ctx, region, ids)
   local fns = {}
   for i, id in ipairs(ids) do
     fns[i] = function()
-      local doc, f = _call(ctx, _argv("get-secret-value", region, "--secret-id=" .. id), region, "get-secret-value")
+      local doc, f = _call(ctx, _argv("get-secret-value", "--secret-id=" .. id), region, "get-secret-value")
       if not doc then return f end
       local v, pf = _payload(doc)
       return v or pf
@@ -109,7 +109,7 @@ end
 -- Fetches ≤ M.batch ids of one region with one batch call; returns { [id] = payload | failure }.
 local function _batch(ctx, region, ids)
   if M.no_batch then return _singles(ctx, region, ids) end
-  local argv = _argv("batch-get-secret-value", region, "--secret-id-list", table.unpack(ids))
+  local argv = _argv("batch-get-secret-value", "--secret-id-list", table.unpack(ids))
   local doc, f = _call(ctx, argv, region, "batch-get-secret-value")
   if not doc then
     if f.unsupported then M.no_batch = true end

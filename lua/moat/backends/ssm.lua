@@ -115,9 +115,8 @@ local function _one_by_one(ctx, region, names, out)
   local fns = {}
   for i, n in ipairs(names) do
     fns[i] = function()
-      local argv = awscli.with_region({ "aws", "ssm", "get-parameter", "--name", n, "--with-decryption",
-        "--output", "json" }, region)
-      local doc, f = awscli.call(ctx, argv, _classify(region, "get-parameter"))
+      local argv = { "aws", "ssm", "get-parameter", "--name", n, "--with-decryption", "--output", "json" }
+      local doc, f = awscli.call(ctx, argv, _classify(region, "get-parameter"), region)
       local p = doc and doc.Parameter
       if type(p) == "table" and type(p.Value) == "string" then return p.Value end
       return f or { kind = "backend_error", reason = "aws ssm get-parameter returned no value for it",
@@ -163,9 +162,8 @@ local function _call(ctx, region, names)
   local argv = { "aws", "ssm", "get-parameters", "--names" }
   for _, n in ipairs(names) do argv[#argv + 1] = n end
   table.move({ "--with-decryption", "--output", "json" }, 1, 3, #argv + 1, argv)
-  awscli.with_region(argv, region)
   local out = { values = {}, fails = {} }
-  local doc, f = awscli.call(ctx, argv, _classify(region, "get-parameters"))
+  local doc, f = awscli.call(ctx, argv, _classify(region, "get-parameters"), region)
   if doc then return _file(doc, names, region, out) end
   if f.class == "denied" then return _one_by_one(ctx, region, names, out) end
   for _, n in ipairs(names) do out.fails[n] = f end
