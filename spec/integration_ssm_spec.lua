@@ -296,7 +296,8 @@ describe("ssm region", function()
 
   it("asks ssm when a secret's value is the region's name (env://AWS_REGION): the region is not in argv", function()
     if not need_moto() then return end
-    local dir = config({ { "SEC", "ssm:///int/sec" }, { "R", "env://AWS_REGION" }, { "S2", "ssm://us-east-1/int/sec" } })
+    local dir = config({ { "SEC", "ssm:///int/sec" }, { "R", "env://AWS_REGION" },
+      { "S2", "ssm://us-east-1/int/sec" } })
     local env = srv:env_for({ AWS_DEFAULT_REGION = false, AWS_REGION = "us-east-1" })
     local code, recs, out, err = check(dir, env)
     assert.equal(0, code, out .. err)
