@@ -108,6 +108,16 @@ describe("stopping moat", function()
     end
   end)
 
+  it("TERM during `moat secrets check` (no --resolve, signals not held): no backend left", function()
+    local p = assert(proc.spawn({ _G.MOAT_BIN, "secrets", "check", "--trust", ws },
+      { env = env(), stdout = "pipe", stderr = "pipe", timeout = 60000 }))
+    assert.is_true(P.wait_file(home .. "/backend-ready", p, 20000))
+    p:kill("TERM")
+    P.finish(p)
+    -- moat died of the TERM; its backend calls die with it (parent-death signal).
+    assert.same({}, P.wait_gone(tag, 3000))
+  end)
+
   it("INT during `moat secrets check --resolve`: no backend left, exit 130", function()
     local p = assert(proc.spawn({ _G.MOAT_BIN, "secrets", "check", "--resolve", "--trust", ws },
       { env = env(), stdout = "pipe", stderr = "pipe", timeout = 60000 }))

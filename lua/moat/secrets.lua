@@ -92,6 +92,8 @@ local function _run(ctx, state, argv, o)
   local r, msg, errno = require("moat.proc").run(argv, {
     stdin = o.stdin, stdout = "pipe", stderr = "pipe", env = env,
     cap = M.OUTPUT_CAP, timeout = math.floor(timeout_s * 1000), group = true, linger = M.LINGER_MS,
+    -- A moat that dies (a stop it does not hold, SIGKILL) takes its backend calls with it.
+    pdeathsig = true,
   })
   if not r then
     local missing = _is_enoent(msg, errno)
