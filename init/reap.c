@@ -29,7 +29,7 @@
 static const long PASSES_MS[] = { 0, 1000, 3000 };
 
 struct seen {
-    pid_t pid, pgid;
+    pid_t pid;
     unsigned long long start;
 };
 
@@ -87,21 +87,34 @@ static int proc_info(pid_t pid, pid_t *ppid, pid_t *pgid, unsigned long long *st
     return 0;
 }
 
-static int known(const struct seen *seen, int n, pid_t pid)
+/* Drops the entries whose process is gone or is another one now (pids are reused);
+ * returns the new count. */
+static int prune(struct seen *seen, int n)
 {
-    for (int i = 0; i < n; i++)
-        if (seen[i].pid == pid)
-            return 1;
-    return 0;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        pid_t ppid, pgid;
+        unsigned long long start;
+        if (proc_info(seen[i].pid, &ppid, &pgid, &start) == 0 && start == seen[i].start)
+            seen[k++] = seen[i];
+    }
+    return k;
 }
 
-/* Adds pid (a child of parent) to seen unless it is known or gone; returns the new count. */
+/* Adds pid (a child of parent) to seen unless it is there already (same pid and start time)
+ * or gone; returns the new count. */
 static int note(pid_t pid, pid_t parent, pid_t me, struct seen *seen, int n)
 {
-    pid_t ppid;
-    struct seen c = { pid, 0, 0 };
-    if (n < MAX_SEEN && pid != me && !known(seen, n, pid) && proc_info(pid, &ppid, &c.pgid, &c.start) == 0
-        && ppid == parent)
+    pid_t ppid, pgid;
+    struct seen c = { pid, 0 };
+    if (pid == me || proc_info(pid, &ppid, &pgid, &c.start) != 0 || ppid != parent)
+        return n;
+    for (int i = 0; i < n; i++)
+        if (seen[i].pid == pid && seen[i].start == c.start)
+            return n;
+    if (n == MAX_SEEN)
+        n = prune(seen, n);
+    if (n < MAX_SEEN)
         seen[n++] = c;
     return n;
 }
@@ -140,15 +153,16 @@ static int note_children(pid_t parent, pid_t me, struct seen *seen, int n)
 }
 
 /* Kills what is left of the children seen: only a process that is still the one seen (same
- * start time, since pids are reused), its group when it leads one, never a group it only
- * shares (such as moat's own job). */
+ * start time, since pids are reused), its group when it leads one now (a child seen before it
+ * made its group is judged by what it is at the end), never a group it only shares (such as
+ * moat's own job). */
 static void kill_seen(const struct seen *seen, int n)
 {
     for (int i = 0; i < n; i++) {
         pid_t ppid, pgid;
         unsigned long long start;
         if (proc_info(seen[i].pid, &ppid, &pgid, &start) == 0 && start == seen[i].start)
-            kill(seen[i].pgid == seen[i].pid ? -seen[i].pid : seen[i].pid, SIGKILL);
+            kill(pgid == seen[i].pid ? -seen[i].pid : seen[i].pid, SIGKILL);
     }
 }
 
@@ -193,14 +207,13 @@ int run_reap(pid_t parent, char **cleanup)
 {
     static struct seen seen[MAX_SEEN];
     int n = 0;
-    pid_t me = getpid(), ppid, pgid;
-    unsigned long long start;
+    pid_t me = getpid();
     sigset_t poke;
     sigemptyset(&poke);
     sigaddset(&poke, SIGURG);
     sigprocmask(SIG_BLOCK, &poke, NULL);
     signal(SIGPIPE, SIG_IGN);
-    while (proc_info(me, &ppid, &pgid, &start) == 0 && ppid == parent) {
+    while (getppid() == parent) {
         n = note_children(parent, me, seen, n);
         tick(&poke);
     }

@@ -232,4 +232,32 @@ return M
     assert.matches("launch failed on purpose", r.stderr, 1, true)
     assert.same({}, P.wait_gone(tag, 3000))
   end)
+
+  it("a moat that fails inside after the launch leaves its reaper running, which cleans up", function()
+    -- A user runtime module whose launch has a cleanup that can be read once (by the reaper's
+    -- start) and then raises: moat exits 70 from inside the supervisor, after the command ran,
+    -- and the reaper (left running at exit) runs the cleanup.
+    local dir = home .. "/xdg/moat/lua/moat/runtime"
+    t.write(dir .. "/host.lua", ([[
+local M = {}
+local builtin = require("moat.loader").builtin("moat.runtime.host")
+for k, v in pairs(builtin) do M[k] = v end
+function M.launch(spec, env)
+  local l = assert(builtin.launch(spec, env))
+  local cleanup, reads = { "touch", %q }, 0
+  return setmetatable(l, { __index = function(_, k)
+    if k ~= "cleanup" then return nil end
+    reads = reads + 1
+    if reads > 1 then error("cleanup failed on purpose") end
+    return cleanup
+  end })
+end
+return M
+]]):format(home .. "/cleaned"))
+    t.write(ws .. "/moat.yaml", "name: stops\n")
+    local r = P.finish(start("true"))
+    assert.equal(70, r.code, r.stderr)
+    assert.matches("cleanup failed on purpose", r.stderr, 1, true)
+    assert.is_true(P.wait_file(home .. "/cleaned", nil, 3000), "the reaper did not run the cleanup")
+  end)
 end)

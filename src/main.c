@@ -244,7 +244,8 @@ int main(int argc, char **argv)
     }
     /* moat exits without freeing the Lua state: freeing it object by object was a tenth of a
      * run's CPU, and the kernel takes the memory back at once. What the finalizers would do
-     * that matters is done here: children of open handles are ended, their buffers wiped.
+     * that matters is done here: children of open handles are ended (the reaper, which must
+     * outlive moat to clean up, excepted), their buffers wiped.
      * exit() flushes what Lua's io library still buffers. */
     fflush(stdout);
     moat_proc_end_all();

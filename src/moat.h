@@ -108,8 +108,8 @@ static inline void moat_class(lua_State *L, const char *name, const luaL_Reg *me
 #define MOAT_MOD(name) int luaopen_moat_c_##name(lua_State *L);
 
 /* For moat's exit, which does not free the Lua state (src/main.c): kills and reaps the child
- * of every moat.c.proc handle still open, as closing the handles would, and wipes their
- * buffers. */
+ * of every moat.c.proc handle whose child still runs, as closing the handles would, and wipes
+ * their buffers; a child spawned with outlive (the reaper) is left to do its work. */
 void moat_proc_end_all(void);
 
 #endif

@@ -48,6 +48,7 @@ typedef struct Proc {
     pid_t pid;
     int reaped, have_status, status, closed;
     int group, stream;
+    int outlive; /* a watchdog: moat's exit (moat_proc_end_all) leaves it running */
     int in_fd;
     const char *in_data; /* pinned by the userdata's user value */
     size_t in_len, in_off;
@@ -377,7 +378,8 @@ void moat_proc_end_all(void)
 {
     while (tracked) {
         Proc *p = tracked;
-        end_child(p);
+        if (!p->outlive)
+            end_child(p);
         untrack(p);
         wipe_free(&p->out);
         wipe_free(&p->err);
@@ -525,7 +527,7 @@ static int m_drain(lua_State *L)
 
 static const char *const spawn_keys[] = {
     "env", "stdin", "stdout", "stderr", "cwd", "cap", "timeout", "grace", "group", "stream",
-    "pdeathsig", "restore_limits", "linger", NULL,
+    "pdeathsig", "restore_limits", "linger", "outlive", NULL,
 };
 
 static void check_keys(lua_State *L, int t)
@@ -825,7 +827,7 @@ static int fork_exec(lua_State *L, Proc *p, struct child *c, int report_rd, int 
 }
 
 struct spawn_opts {
-    int in_mode, in_idx, out_mode, err_mode, group, stream, pdeathsig, restore_limits;
+    int in_mode, in_idx, out_mode, err_mode, group, stream, pdeathsig, restore_limits, outlive;
     const char *cwd;
     lua_Integer cap, timeout, grace, linger;
 };
@@ -880,6 +882,7 @@ static void read_opts(lua_State *L, struct spawn_opts *o)
     o->group = opt_bool(L, "group", 1);
     o->stream = opt_bool(L, "stream", 0);
     o->restore_limits = opt_bool(L, "restore_limits", 0);
+    o->outlive = opt_bool(L, "outlive", 0);
     o->pdeathsig = opt_pdeathsig(L);
 }
 
@@ -901,6 +904,7 @@ static Proc *new_proc(lua_State *L, const struct spawn_opts *o)
     p->linger = o->linger;
     p->group = o->group;
     p->stream = o->stream;
+    p->outlive = o->outlive;
     p->start = now_ms();
     p->deadline = o->timeout >= 0 ? p->start + o->timeout : -1;
     return p;

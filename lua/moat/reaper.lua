@@ -34,8 +34,9 @@ end
 function M.start(launch, opts)
   local argv, err = M.argv(launch, opts)
   if not argv then return nil, err end
-  -- Its own process group: a Ctrl-C at the terminal reaches moat's group, not the reaper.
-  return require("moat.c.proc").spawn(argv, { stdout = "null", stderr = "null", group = true,
+  -- Its own process group: a Ctrl-C at the terminal reaches moat's group, not the reaper. An
+  -- exit moat did not plan (an internal error) leaves it running: it cleans up then.
+  return require("moat.c.proc").spawn(argv, { stdout = "null", stderr = "null", group = true, outlive = true,
     env = launch.reap_env or { "PATH=" .. (os.getenv("PATH") or "/usr/bin:/bin") } })
 end
 
