@@ -151,9 +151,9 @@ function M.ensure_keys()
 end
 
 -- Takes run.started fields {name, workspace, runtime, image, command, version}; creates
--- $MOAT_HOME/runs/<id>/ with its log and adds run.started to the first batch, whose commit
--- makes it durable and records the start in runs.jsonl. Returns the run (methods record,
--- commit, finish, close; fields id, dir, path) | nil, message, kind.
+-- $MOAT_HOME/runs/<id>/ with its log, adds run.started to the first batch (its commit makes
+-- it durable) and records the start in runs.jsonl. Returns the run (methods record, commit,
+-- finish, close; fields id, dir, path) | nil, message, kind.
 function M.start(fields)
   local sk, err, kind = M.ensure_keys()
   if not sk then return nil, err, kind end

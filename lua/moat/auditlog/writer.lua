@@ -91,18 +91,6 @@ function Run:_signature(batch)
   return core.signature_line(self.id, rec.seq, rec.hash, sys.to_hex(sig))
 end
 
--- Before the first batch is written: the run's start line goes into runs.jsonl, not fsync'd
--- (the finish line's fsync makes it durable; a machine that crashes before leaves the newest
--- run unlisted, which verification accepts, while a killed moat's line is in the page cache
--- already). Returns true | nil, message.
-function Run:_chain_start(first)
-  if self._chained then return true end
-  local ok, err = chain.append(self._runs, "start", self.id, first.seq, first.hash, self.key, { sync = false })
-  if not ok then return nil, err end
-  self._chained = true
-  return true
-end
-
 -- After the first durable batch: the entries of the log in the run's directory and of that
 -- directory in runs/ are made durable too. Returns true | nil, message, "io".
 function Run:_sync_dirs()
@@ -134,9 +122,9 @@ function Run:record(rtype, fields)
 end
 
 -- Writes the batch as one durable append (one write() under flock, then fsync), ended by the
--- signature line when `sign`; the first commit also records the start in runs.jsonl and makes
--- the log's place durable (see _chain_start, _sync_dirs). Returns true | nil, message, "io"
--- (the batch is kept minus what was written, so the log stays a valid chain).
+-- signature line when `sign`; the first commit also makes the log's place durable (see
+-- _sync_dirs). Returns true | nil, message, "io" (the batch is kept minus what was written, so
+-- the log stays a valid chain).
 function Run:commit(sign)
   local batch = self._batch
   if #batch == 0 then return true end
@@ -144,13 +132,10 @@ function Run:commit(sign)
   local ok, err = log:lock()
   if not ok then return _io("cannot lock " .. self.path, err) end
   local seq, hash = _tail(log, self.path)
-  local written, cerr = 0, nil
+  local written = 0
   if seq and (seq ~= batch[1].seq - 1 or hash ~= batch[1].prev) then _rechain(batch, seq, hash) end
-  if seq then ok, cerr = self:_chain_start(batch[1]) end
-  if seq and ok then written, err = _write(log, batch, sign and self:_signature(batch) or nil) end
-  if not seq then err = hash end
+  if seq then written, err = _write(log, batch, sign and self:_signature(batch) or nil) else err = hash end
   log:unlock()
-  if cerr then return nil, "audit log: " .. cerr, "io" end
   self._seq, self._hash = batch[#batch].seq, batch[#batch].hash
   if written > 0 then self._batch = table.move(batch, written + 1, #batch, 1, {}) end
   if err then
@@ -204,17 +189,23 @@ function M.open(id, dir, sk)
     log:close()
     return _io("cannot open " .. path, hash)
   end
-  -- Only a run begun here (M.begin) records its start in runs.jsonl; a log with records
-  -- already has its place made durable.
-  run._seq, run._hash, run._chained, run._synced_dir = seq, hash, true, seq > 0
+  -- A log with records already has its place made durable.
+  run._seq, run._hash, run._synced_dir = seq, hash, seq > 0
   return run
 end
 
--- Adds run.started to a new run's batch; `runs` is the path of runs.jsonl, where the first
--- commit records the start. Returns the run | nil, message, kind.
+-- Adds run.started to a new run's batch and writes the run's start line into runs.jsonl at
+-- `runs`, before any of the run's records: a moat killed at any point leaves no run with
+-- records that runs.jsonl does not name. The line is not fsync'd here: the finish line's fsync
+-- makes it durable (a machine that stops before leaves the newest run unlisted, which
+-- verification accepts). Returns the run | nil, message, kind.
 function M.begin(run, fields, runs)
-  run._runs, run._chained = runs, false
+  run._runs = runs
   local rec, err, kind = run:record("run.started", fields)
+  if rec then
+    local ok, cerr = chain.append(runs, "start", run.id, rec.seq, rec.hash, run.key, { sync = false })
+    if not ok then rec, err, kind = nil, "audit log: " .. cerr, "io" end
+  end
   if not rec then
     run:close()
     return nil, err, kind
