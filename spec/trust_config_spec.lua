@@ -67,6 +67,24 @@ describe("trusted workspace config", function()
     assert.matches("- secret GREETING", err, 1, true)
   end)
 
+  it("refuses a trusted mount whose host path the agent turned into a symlink", function()
+    local lfs = require("lfs")
+    assert(lfs.mkdir(ws .. "/data"))
+    assert(lfs.mkdir(dir .. "/elsewhere"))
+    t.write(ws .. "/moat.yaml", "name: agent\nmounts: [ \"./data:/data\" ]\n"
+      .. "secrets:\n  GREETING: env://MOAT_T_GREETING\n")
+    assert.equal(0, (t.moat({ "trust", ws }, { env = env, trust = false })))
+    local code, _, err = run()
+    assert.equal(0, code, err)
+    -- The config's words stay the same; where ./data leads does not.
+    assert(lfs.rmdir(ws .. "/data"))
+    assert.equal(0, t.exec({ "ln", "-s", dir .. "/elsewhere", ws .. "/data" }).code)
+    code, _, err = run()
+    assert.equal(77, code, err)
+    assert.matches("~ mount: " .. ws .. "/./data:/data (" .. dir .. "/elsewhere)", err, 1, true)
+    assert.is_false(t.exists(dir .. "/out"), "the command ran")
+  end)
+
   it("takes --trust from a person who has just read the listing", function()
     t.write(ws .. "/moat.yaml",
       "name: agent\nsecrets:\n  GREETING: env://MOAT_T_GREETING\n  AWS: env://MOAT_T_HOSTKEY\n")

@@ -70,7 +70,11 @@ local function _level(out, prefix, c, real)
   if c.network then _item(out, prefix .. "network", prefix .. "network: " .. text.show(c.network), c.network) end
   for _, m in ipairs(c.mounts or {}) do
     local s = type(m) == "table" and (m.host .. ":" .. m.container .. (m.ro and ":ro" or "")) or tostring(m)
-    _item(out, prefix .. "mount " .. s, prefix .. "mount: " .. text.show(s), s)
+    -- Pinned with where the host path leads now: a workspace entry that the agent turns into a
+    -- symlink (to ~/.ssh, say) changes the item, and the run is refused until trusted again.
+    local leads = type(m) == "table" and sys.realpath(m.host) or nil
+    local shown = leads and leads ~= m.host and (s .. " (" .. leads .. ")") or s
+    _item(out, prefix .. "mount " .. s, prefix .. "mount: " .. text.show(shown), s .. "\0" .. (leads or "(missing)"))
   end
   return true
 end
