@@ -73,7 +73,7 @@ function M.load(cfg, cli, opts)
   local errors, taken = {}, {}
   for _, e in ipairs(cfg.env) do taken[e.name] = e.where end
   for _, s in ipairs(cfg.secrets) do taken[s.name] = s.where end
-  cfg.env_files_used = {}
+  cfg.env_files_used, cfg.env_file_hashes = {}, {}
   -- A new list: cfg.base.secrets (the file's own, which trust reads) must not grow.
   cfg.secrets = table.move(cfg.secrets, 1, #cfg.secrets, 1, {})
   for _, f in ipairs(_list(cfg, cli)) do
@@ -84,6 +84,8 @@ function M.load(cfg, cli, opts)
     if not text then
       errors[#errors + 1] = ("%s: env file %s %s"):format(f.where, f.path, why)
     else
+      -- Trust pins these bytes, not what the file holds when it looks (moat.trust.guard).
+      cfg.env_file_hashes[f.file] = require("moat.c.system").sha256(text)
       local entries, perrs = dotenv.parse(text, f.path)
       for _, e in ipairs(perrs or {}) do errors[#errors + 1] = e end
       f.count = _add(cfg, f, entries or {}, taken, errors, opts.schemes)

@@ -45,24 +45,27 @@ local function _secret_items(out, prefix, secrets)
 end
 
 -- Hashes an env file that lives in the workspace: its content chooses secrets too. One outside
--- the workspace is the user's own (its path is still guarded).
-local function _env_file_hash(path, real)
+-- the workspace is the user's own (its path is still guarded). `read`: the hashes of the bytes
+-- the config's loading parsed, by path (what takes effect is what was read, not what the file
+-- holds by now).
+local function _env_file_hash(path, real, read)
   local abs = path:sub(1, 1) == "/" and path or (real .. "/" .. path)
   local rp = sys.realpath(abs)
   if not rp then return "missing" end
   if rp:sub(1, #real + 1) ~= real .. "/" then return "outside" end
+  if read and read[path] then return read[path] end
   local h, err = sys.sha256_file(rp, M.MAX_FILE)
   if not h then return nil, "cannot hash env file " .. err end
   return h
 end
 
 -- Adds the items of one config level (the base or a profile) with `prefix` to `out`.
-local function _level(out, prefix, c, real)
+local function _level(out, prefix, c, real, read)
   _secret_items(out, prefix, c.secrets)
   for _, f in ipairs(c.env_files or {}) do
     -- Entries are { path (as written), file (absolute) }; the file is what gets hashed.
     local p = type(f) == "table" and f.path or f
-    local h, err = _env_file_hash(type(f) == "table" and f.file or f, real)
+    local h, err = _env_file_hash(type(f) == "table" and f.file or f, real, read)
     if not h then return nil, err end
     _item(out, prefix .. "env_file " .. p, prefix .. "env_file: " .. text.show(p), h)
   end
@@ -83,7 +86,8 @@ end
 -- sorted by key: { {key, show, hash} } | nil, message.
 function M.items(cfg, real)
   local out = {}
-  local ok, err = _level(out, "", cfg, real)
+  local read = cfg.effective and cfg.effective.env_file_hashes
+  local ok, err = _level(out, "", cfg, real, read)
   if not ok then return nil, err end
   local names = {}
   for name in pairs(cfg.profiles or {}) do names[#names + 1] = name end
@@ -91,7 +95,7 @@ function M.items(cfg, real)
   for _, name in ipairs(names) do
     local p = cfg.profiles[name]
     if type(p) == "table" then
-      ok, err = _level(out, "profile " .. name .. ": ", p, real)
+      ok, err = _level(out, "profile " .. name .. ": ", p, real, read)
       if not ok then return nil, err end
     end
   end
