@@ -718,7 +718,9 @@ static _Noreturn void child_exec(const struct child *c)
     if (c->group)
         setpgid(0, 0);
     /* Dies with moat; if moat died before the prctl took effect, nobody would send it. */
-    if (c->pdeathsig && (prctl(PR_SET_PDEATHSIG, c->pdeathsig) < 0 || getppid() != c->parent))
+    if (c->pdeathsig && prctl(PR_SET_PDEATHSIG, c->pdeathsig) < 0)
+        child_fail(c, STAGE_EXEC);
+    if (c->pdeathsig && getppid() != c->parent)
         _exit(127);
     if (c->restore) {
         setrlimit(RLIMIT_CORE, &c->restore->core); /* at worst the child keeps no core */
@@ -811,9 +813,7 @@ static int fork_exec(lua_State *L, Proc *p, struct child *c, int report_rd, int 
         *stage = 0;
         return err;
     }
-    p->pid = pid;
-    if (c->group)
-        setpgid(pid, pid); /* also in the parent, so the group exists when spawn returns */
+    p->pid = pid; /* vfork: the child has made its group and exec'd (or failed) by now */
     int msg[2];
     ssize_t r;
     do

@@ -105,10 +105,16 @@ static int compile(lua_State *L, const char *root, const char *file, struct entr
     struct buf src = { 0 };
     char tmp[8192];
     size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        if (writer(L, tmp, n, &src) != 0)
-            break;
+    int bad = 0;
+    while (!bad && (n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        bad = writer(L, tmp, n, &src) != 0;
+    bad = bad || ferror(f);
     fclose(f);
+    if (bad) {
+        fprintf(stderr, "embed: %s: cannot read it whole\n", path);
+        free(src.data);
+        return -1;
+    }
     if (luaL_loadbufferx(L, (const char *)src.data, src.len, chunkname, "t") != LUA_OK) {
         fprintf(stderr, "embed: %s\n", lua_tostring(L, -1));
         free(src.data);
@@ -175,7 +181,7 @@ int main(int argc, char **argv)
         return 1;
     }
     emit(out, es, n);
-    if (fclose(out) != 0 || rename(tmp, argv[1]) != 0) {
+    if (ferror(out) | fclose(out) || rename(tmp, argv[1]) != 0) {
         perror(argv[1]);
         return 1;
     }
