@@ -587,27 +587,48 @@ static ssize_t read_some(int fd, char *buf, size_t want)
 
 /* system.read_file(path[, max]) -> data | nil, msg[, errno]: the whole of a regular file
  * of at most max bytes (default 1 MiB); a FIFO, device, directory or socket is refused. */
+static void push_scratch(lua_State *L, unsigned char *scratch, size_t cap, size_t len);
+
+/* A scratch buffer of cap bytes on the Lua stack, holding the len bytes of old (a scratch
+ * buffer just below it, wiped and dropped). */
+static unsigned char *regrow(lua_State *L, unsigned char *old, size_t oldcap, size_t len, size_t cap)
+{
+    unsigned char *buf = lua_newuserdatauv(L, cap, 0);
+    if (old) {
+        memcpy(buf, old, len);
+        sodium_memzero(old, oldcap);
+        lua_remove(L, -2);
+    }
+    return buf;
+}
+
+/* Reads the whole file into one scratch buffer, grown by copying, every copy left behind
+ * wiped: a file read here may hold values (an env file) or a key. */
 static int read_whole(lua_State *L, const char *path, lua_Integer max, int fd, off_t size)
 {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    size_t total = 0;
+    /* The size is a hint (a file under /proc says 0); one byte more shows the end. */
+    size_t limit = (size_t)max + 1;
+    size_t cap = size > 0 ? (size_t)size + 1 : READ_CHUNK, total = 0;
+    if (cap > limit)
+        cap = limit;
+    unsigned char *buf = regrow(L, NULL, 0, 0, cap);
     for (;;) {
-        /* The size is a hint (a file under /proc says 0); one byte more shows the end. */
-        size_t want = (size_t)size > total ? (size_t)size - total + 1 : READ_CHUNK;
-        if (want > (size_t)max - total + 1)
-            want = (size_t)max - total + 1;
-        ssize_t n = read_some(fd, luaL_prepbuffsize(&b, want), want);
-        if (n < 0)
-            return moat_fail(L, lua_pushfstring(L, "read %s", path), errno);
+        if (total == cap) {
+            size_t next = cap * 2 < limit ? cap * 2 : limit;
+            buf = regrow(L, buf, cap, total, next);
+            cap = next;
+        }
+        ssize_t n = read_some(fd, (char *)buf + total, cap - total);
+        if (n < 0 || (n > 0 && total + (size_t)n > (size_t)max)) {
+            int err = errno;
+            sodium_memzero(buf, cap);
+            return n < 0 ? moat_fail(L, lua_pushfstring(L, "read %s", path), err) : over_limit(L, path, max);
+        }
         if (n == 0)
             break;
         total += (size_t)n;
-        if (total > (size_t)max)
-            return over_limit(L, path, max);
-        luaL_addsize(&b, (size_t)n);
     }
-    luaL_pushresult(&b);
+    push_scratch(L, buf, cap, total);
     return 1;
 }
 
